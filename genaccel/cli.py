@@ -1,0 +1,289 @@
+"""``genaccel`` command line: the composition root (imports pipelines and services lazily).
+
+User mistakes print one line ``genaccel: error: ...`` on stderr and exit 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import click
+import typer
+
+from genaccel.errors import GenAccelError
+from genaccel.settings import Settings
+
+if TYPE_CHECKING:
+    from genaccel.spec import Job
+    from pipelines.engine import LocalEngine
+
+app = typer.Typer(
+    name="genaccel", help="Fast generative media: render images (video, speech, music to come) as jobs.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+jobs_app = typer.Typer(help="Inspect and cancel jobs in the local store.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    logging.basicConfig(level=logging.WARNING, format="genaccel: %(levelname)s: %(message)s")
+
+
+def _engine(settings: Settings) -> LocalEngine:
+    _quiet_libraries()
+    from pipelines.engine import LocalEngine
+
+    return LocalEngine(settings, scoped=True)
+
+
+def _out(text: str) -> None:
+    typer.echo(text)
+
+
+def _err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+# Options shared by render and batch (their values become flat request keys).
+Model = Annotated[str | None, typer.Option("--model", "-m", help="Model name, folder or cached hub id.")]
+Profile = Annotated[str | None, typer.Option("--profile", "-p", help="Acceleration profile (see `profiles`).")]
+Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps (1..200).")]
+Guidance = Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance scale (0..30).")]
+Seed = Annotated[int | None, typer.Option("--seed", help="Seed (0..2^32-1); random when omitted.")]
+Width = Annotated[int | None, typer.Option("--width", help="Width in px, multiple of 8.")]
+Height = Annotated[int | None, typer.Option("--height", help="Height in px, multiple of 8.")]
+Negative = Annotated[str | None, typer.Option("--negative", help="Negative prompt.")]
+NumOutputs = Annotated[int | None, typer.Option("--num-outputs", "-n", help="Outputs per request (1..8).")]
+Modality = Annotated[str | None, typer.Option("--modality", help="image | video | speech | music.")]
+Frames = Annotated[int | None, typer.Option("--frames", help="Video frames.")]
+Fps = Annotated[float | None, typer.Option("--fps", help="Video frames per second.")]
+Duration = Annotated[float | None, typer.Option("--duration", help="Audio length in seconds.")]
+Priority = Annotated[int | None, typer.Option("--priority", help="0..9, higher runs sooner.")]
+
+
+def _flat(**options: Any) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+@app.command()
+def render(
+    prompt: Annotated[str | None, typer.Argument(help="What to generate.")] = None,
+    modality: Modality = None, model: Model = None, profile: Profile = None, steps: Steps = None,
+    guidance: Guidance = None, seed: Seed = None, width: Width = None, height: Height = None,
+    negative: Negative = None, num_outputs: NumOutputs = None, frames: Frames = None, fps: Fps = None,
+    duration: Duration = None, priority: Priority = None,
+    init: Annotated[Path | None, typer.Option("--init", help="Init image for image-to-image.")] = None,
+    strength: Annotated[float | None, typer.Option("--strength", help="img2img strength (0..1].")] = None,
+    from_file: Annotated[Path | None, typer.Option("--from", help="Re-run the request stored in a PNG.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("outputs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the finished job as JSON.")] = False,
+) -> None:
+    """Render one request and print where its files are."""
+    from genaccel.spec import JobRequest, validate_request
+
+    options = _flat(modality=modality, model=model, profile=profile, steps=steps, guidance=guidance, seed=seed,
+                    width=width, height=height, negative=negative, num_outputs=num_outputs, frames=frames, fps=fps,
+                    duration=duration, priority=priority, init=str(init) if init else None, strength=strength)
+    if from_file is not None:
+        from genaccel.artifacts import request_from_artifact
+
+        base = request_from_artifact(from_file).flat()
+        request = JobRequest.from_flat({**base, **options, **({"prompt": prompt} if prompt else {})})
+    elif prompt is None:
+        raise GenAccelError("prompt is missing; fix: pass a PROMPT argument or --from FILE.png")
+    else:
+        request = JobRequest.from_flat({"prompt": prompt, **options})
+    settings = Settings()
+    validate_request(request, settings.limits)  # fail fast, before the heavy imports
+    with _engine(settings) as engine:
+        job = engine.submit(request, output_dir=out)
+        try:
+            done = _wait_with_progress(engine, [job.id], label=request.prompt[:40])[0]
+        except KeyboardInterrupt:
+            engine.store.cancel(job.id)
+            _err(f"genaccel: cancelled job {job.id}")
+            raise typer.Exit(130) from None
+    if as_json:
+        _out(done.model_dump_json(indent=2))
+    elif done.state == "succeeded":
+        for artifact in done.artifacts:
+            _out(artifact.path)
+    if done.state != "succeeded":
+        message = done.error.message if done.error else done.state
+        _err(f"genaccel: job {done.id} {done.state}: {message}")
+        raise typer.Exit(1)
+
+
+def _wait_with_progress(engine: LocalEngine, ids: list[str], label: str) -> list[Job]:
+    if not sys.stderr.isatty():
+        return engine.wait(ids)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(job: Job) -> None:
+            if job.progress.total:
+                bar.update(task, completed=job.progress.step, total=job.progress.total)
+
+        return engine.wait(ids, on_update=update)
+
+
+@app.command()
+def batch(
+    file: Annotated[Path, typer.Argument(help="JSONL (one JSON object a line) or CSV with a header row.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (holds manifest.jsonl).")],
+    resume: Annotated[bool, typer.Option("--resume", help="Skip lines already done in --out.")] = False,
+    modality: Modality = None, model: Model = None, profile: Profile = None, steps: Steps = None,
+    guidance: Guidance = None, seed: Seed = None, width: Width = None, height: Height = None,
+    negative: Negative = None, num_outputs: NumOutputs = None, priority: Priority = None,
+) -> None:
+    """Render every line of FILE; command-line options are defaults for keys a line leaves out."""
+    from genaccel.batch import run_batch
+
+    defaults = _flat(modality=modality, model=model, profile=profile, steps=steps, guidance=guidance, seed=seed,
+                     width=width, height=height, negative=negative, num_outputs=num_outputs, priority=priority)
+    settings = Settings()
+    tty = sys.stderr.isatty()
+    with _engine(settings) as engine:
+        try:
+            if tty:
+                result = _batch_with_bar(engine, file, out, defaults, resume)
+            else:
+                result = run_batch(engine, file, out, defaults, resume=resume, report=_err)
+        except KeyboardInterrupt:
+            _err(f"genaccel: interrupted; run again with --resume to finish ({out / 'manifest.jsonl'})")
+            os._exit(130)  # worker threads hold the running job; resume re-queues it
+    _err(f"genaccel: {result.succeeded} rendered, {result.skipped} already done, {len(result.failed)} failed "
+         f"of {result.total} lines; manifest: {out / 'manifest.jsonl'}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _batch_with_bar(engine: LocalEngine, file: Path, out: Path, defaults: dict[str, Any], resume: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from genaccel.batch import run_batch
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("batch"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task("batch", total=None)
+        return run_batch(
+            engine, file, out, defaults, resume=resume, report=lambda s: bar.console.print(s, highlight=False),
+            on_start=lambda n: bar.update(task, total=n),
+            on_update=lambda job: bar.advance(task) if job.done else None,
+        )
+
+
+@jobs_app.command("list")
+def jobs_list(
+    state: Annotated[str | None, typer.Option(help="queued | running | succeeded | failed | cancelled")] = None,
+    modality: Modality = None,
+    limit: Annotated[int, typer.Option(help="Jobs per page.")] = 20,
+    cursor: Annotated[str | None, typer.Option(help="Cursor printed by the previous page.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List jobs, newest first."""
+    from genaccel.spec import MODALITIES
+    from genaccel.store.sqlite import SQLiteStore
+
+    states = ("queued", "running", "succeeded", "failed", "cancelled")
+    if state is not None and state not in states:
+        raise GenAccelError(f"--state={state!r} is invalid: no such state; fix: use one of {', '.join(states)}")
+    if modality is not None and modality not in MODALITIES:
+        raise GenAccelError(f"--modality={modality!r} is invalid; fix: use one of {', '.join(MODALITIES)}")
+    page = SQLiteStore(Settings().database).list(state=state, modality=modality, limit=limit,  # type: ignore[arg-type]
+                                                 cursor=cursor)
+    if as_json:
+        _out(json.dumps({"jobs": [j.model_dump(mode="json") for j in page.jobs], "next_cursor": page.next_cursor}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "state", "modality", "model", "progress", "prompt")
+    for j in page.jobs:
+        table.add_row(j.id, j.state, j.request.modality, j.request.model or "",
+                      f"{j.progress.step}/{j.progress.total}", j.request.prompt[:40])
+    Console().print(table)
+    if page.next_cursor:
+        _out(f"more: genaccel jobs list --cursor {page.next_cursor}")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str) -> None:
+    """Print one job as JSON."""
+    from genaccel.store.sqlite import SQLiteStore
+
+    _out(SQLiteStore(Settings().database).get(job_id).model_dump_json(indent=2))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a job: a queued job never starts; a running one stops at its next step."""
+    from genaccel.store.sqlite import SQLiteStore
+
+    job = SQLiteStore(Settings().database).cancel(job_id)
+    _out(f"{job.id}: {'cancelled' if job.state == 'cancelled' else 'stopping at its next step'}")
+
+
+@app.command()
+def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the models this machine can serve offline."""
+    _quiet_libraries()
+    from pipelines.registry import ModelRegistry
+
+    infos = ModelRegistry(Settings()).list()
+    if as_json:
+        _out(json.dumps([{"name": i.name, "modality": i.modality, "family": i.family, "source": i.source,
+                          "location": i.location, "pipeline": i.pipeline_class,
+                          "defaults": vars(i.defaults), "description": i.description} for i in infos], indent=2))
+        return
+    for i in infos:
+        d = i.defaults
+        _out(f"{i.name:<24} {i.modality:<6} {i.family:<10} {i.source:<8} {d.width}x{d.height} {d.steps} steps  "
+             f"{i.description}")
+
+
+@app.command()
+def profiles() -> None:
+    """List acceleration profiles and what each does."""
+    from genaccel.profiles import PROFILES
+
+    for p in PROFILES.values():
+        _out(f"{p.name:<10} {p.description}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app and turns errors into one line and an exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except GenAccelError as exc:
+        _err(f"genaccel: error: {exc.message}")
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _err("genaccel: aborted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

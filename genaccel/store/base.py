@@ -1,0 +1,108 @@
+"""The ``Store`` protocol every job store implements (one contract test suite runs on all)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from genaccel.spec import Artifact, Job, JobError, JobRequest, JobState, Modality
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+    """Pass back as ``cursor`` for the next page; ``None`` on the last page."""
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What start-up recovery did with one job that was left ``running``."""
+
+    job_id: str
+    action: str  # "requeued" | "failed"
+    reason: str
+
+
+def worker_identity() -> str:
+    """``host:pid:thread`` of the caller; recovery uses host and pid to tell dead owners."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def owner_is_dead(worker: str | None) -> bool:
+    """True when ``worker`` names a process on this host that no longer runs."""
+    if not worker:
+        return True
+    host, _, rest = worker.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Store(Protocol):
+    """Durable job records. All methods are safe to call from several threads."""
+
+    def create(self, request: JobRequest, *, job_id: str | None = None, output_dir: str | None = None) -> Job:
+        """Record a new ``queued`` job (``request`` is already validated and resolved)."""
+        ...
+
+    def get(self, job_id: str) -> Job:
+        """The job, or ``JobNotFound``."""
+        ...
+
+    def list(
+        self, *, state: JobState | None = None, modality: Modality | None = None,
+        limit: int = 50, cursor: str | None = None,
+    ) -> JobPage:
+        """Newest first, filtered, paginated by an opaque cursor."""
+        ...
+
+    def claim_next(self, worker: str, only: Iterable[str] | None = None) -> Job | None:
+        """Atomically move the most urgent, oldest queued job (optionally among ``only``) to
+        ``running`` for ``worker``, counting an attempt; ``None`` when nothing is queued."""
+        ...
+
+    def set_progress(self, job_id: str, step: int, total: int) -> bool:
+        """Record progress; returns whether a cancel was requested."""
+        ...
+
+    def update_metadata(self, job_id: str, metadata: dict[str, Any]) -> None:
+        """Merge keys into the job's metadata (resolved techniques, warnings, versions)."""
+        ...
+
+    def finish(
+        self, job_id: str, state: JobState, *, artifacts: list[Artifact] | None = None,
+        error: JobError | None = None, timings: dict[str, float] | None = None,
+    ) -> Job:
+        """Move a running job to a terminal state."""
+        ...
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job now, or flag a running one to stop at its next step.
+        ``JobStateConflict`` for a finished job."""
+        ...
+
+    def requeue(self, job_id: str, reason: str) -> Job:
+        """Put a running job back in the queue (graceful shutdown, lost worker)."""
+        ...
+
+    def recover(self, max_attempts: int) -> list[Recovery]:
+        """Re-queue jobs left ``running`` by dead workers while attempts < max_attempts, else fail them."""
+        ...
+
+    def close(self) -> None:
+        ...

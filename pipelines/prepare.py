@@ -1,0 +1,63 @@
+"""Turn a client's request into a fully resolved one, before anything is queued.
+
+Validation (limits, model, modality, profile, techniques, img2img support) happens here, and
+every default is made explicit (model, steps, size, guidance, seed), so the stored request alone
+reproduces the output.
+"""
+
+from __future__ import annotations
+
+from genaccel.errors import InvalidRequest, UnknownProfile, UnsupportedModality
+from genaccel.profiles import PROFILES
+from genaccel.settings import Settings
+from genaccel.spec import GenParams, JobRequest, new_seed, validate_request
+from pipelines.image import supports_img2img
+from pipelines.registry import ModelInfo, ModelRegistry
+
+SERVED_MODALITIES = ("image",)
+
+
+def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Settings) -> tuple[JobRequest, ModelInfo]:
+    """Validate ``request`` and fill in every default. Raises a ``GenAccelError`` subclass."""
+    validate_request(request, settings.limits)
+    if request.model is None and request.modality not in SERVED_MODALITIES:
+        raise UnsupportedModality(
+            "modality", request.modality, f"no {request.modality} pipeline is available in this version",
+            f"use --modality {' or '.join(SERVED_MODALITIES)}",
+        )
+    info = registry.resolve(request.model or settings.default_model)
+    if info.modality != request.modality:
+        raise InvalidRequest("model", info.name, f"serves {info.modality}, not {request.modality}",
+                             f"pick a {request.modality} model (see `genaccel models`) or pass --modality {info.modality}")
+    if request.profile not in PROFILES:
+        raise UnknownProfile("profile", request.profile, "no such profile",
+                             f"use one of: {', '.join(PROFILES)} (see `genaccel profiles`)")
+    for technique in request.techniques:
+        raise InvalidRequest("techniques", technique.name, "no such technique in this version",
+                             "drop it, or pick a profile (see `genaccel profiles`)")
+    p = request.params
+    if p.init_image is not None and not supports_img2img(info.pipeline_class):
+        raise InvalidRequest("init_image", p.init_image, f"model {info.name} ({info.pipeline_class}) has no "
+                             "image-to-image variant", "drop --init, or use a Stable Diffusion, SDXL, SD3 or Flux model")
+    d = info.defaults
+    width, height = p.width or d.width, p.height or d.height
+    megapixels = width * height / 1e6
+    if megapixels > settings.limits.max_megapixels:
+        raise InvalidRequest("width*height", f"{width}x{height}", f"must be at most {settings.limits.max_megapixels} "
+                             "megapixels", "lower --width or --height")
+    params = GenParams(**{
+        **p.model_dump(),
+        "steps": p.steps if p.steps is not None else d.steps,
+        "guidance_scale": p.guidance_scale if p.guidance_scale is not None else d.guidance_scale,
+        "width": width, "height": height,
+        "seed": p.seed if p.seed is not None else new_seed(),
+        "init_image": str(_absolute(p.init_image)) if p.init_image else None,
+        "strength": p.strength if p.strength is not None or p.init_image is None else 0.6,
+    })
+    return request.model_copy(update={"model": info.name, "params": params}), info
+
+
+def _absolute(path: str) -> str:
+    from pathlib import Path
+
+    return str(Path(path).expanduser().resolve())

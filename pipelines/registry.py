@@ -1,0 +1,222 @@
+"""Model registry: resolves a model name to where its pipeline comes from, without loading it.
+
+Names are, in order: built-in offline models, sub-folders of ``Settings.model_dirs``, local
+folders (when paths are allowed, e.g. from the CLI), then hub ids read from the local cache only.
+Only safetensors weights are loaded and only diffusers/transformers classes are instantiated: a
+folder asking for custom code, or holding pickled weights only, is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from genaccel.errors import ModelNotAvailable, UnknownModel, UnsafeModel
+from genaccel.settings import Settings
+
+Source = Literal["builtin", "folder", "hub"]
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SAFE_LIBRARIES = {"diffusers", "transformers", None}
+PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl"}
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    steps: int = 30
+    guidance_scale: float = 7.5
+    width: int = 512
+    height: int = 512
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model name resolves to. ``family`` picks the acceleration profile's techniques."""
+
+    name: str
+    modality: str
+    family: str
+    source: Source
+    location: str
+    pipeline_class: str
+    defaults: ModelDefaults
+    description: str = ""
+    builder: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
+
+
+def builtin_models() -> dict[str, ModelInfo]:
+    """Offline models that need no files: built from configs with seeded random weights."""
+    from pipelines import tiny
+
+    small = ModelDefaults(steps=20, guidance_scale=7.5, width=64, height=64)
+    return {
+        "tiny-sd": ModelInfo(
+            "tiny-sd", "image", "sd-unet", "builtin", "tiny-sd", "StableDiffusionPipeline", small,
+            "tiny random-weight Stable-Diffusion-architecture pipeline (tests, smoke runs)", tiny.build_tiny_sd,
+        ),
+        "tiny-dit": ModelInfo(
+            "tiny-dit", "image", "image-dit", "builtin", "tiny-dit", "PixArtAlphaPipeline",
+            ModelDefaults(steps=20, guidance_scale=4.5, width=64, height=64),
+            "tiny random-weight PixArt-α-architecture pipeline (tests, smoke runs)", tiny.build_tiny_dit,
+        ),
+    }
+
+
+def text_to_image_classes() -> set[str]:
+    from diffusers.pipelines.auto_pipeline import AUTO_TEXT2IMAGE_PIPELINES_MAPPING
+
+    return {cls.__name__ for cls in AUTO_TEXT2IMAGE_PIPELINES_MAPPING.values()}
+
+
+def family_of(pipeline_class: str, components: dict[str, Any]) -> str:
+    if "unet" in components:
+        return "sdxl-unet" if "XL" in pipeline_class else "sd-unet"
+    if "transformer" in components:
+        return "image-dit"
+    return "other"
+
+
+class ModelRegistry:
+    """Resolves names; ``allow_paths`` lets a name be any local folder (CLI: yes; API: no)."""
+
+    def __init__(self, settings: Settings, *, allow_paths: bool = True) -> None:
+        self.settings = settings
+        self.allow_paths = allow_paths
+        self._builtins = builtin_models()
+
+    def add(self, info: ModelInfo) -> None:
+        """Register a model programmatically (tests, plug-ins)."""
+        self._builtins[info.name] = info
+
+    def names(self) -> list[str]:
+        return sorted({*self._builtins, *self._folder_models()})
+
+    def list(self) -> list[ModelInfo]:
+        infos = [self._builtins[n] for n in sorted(self._builtins)]
+        infos += [self._folder_info(name, path) for name, path in sorted(self._folder_models().items())]
+        return infos + self._cached_hub_models()
+
+    def resolve(self, name: str) -> ModelInfo:
+        if name in self._builtins:
+            return self._builtins[name]
+        folders = self._folder_models()
+        if name in folders:
+            return self._folder_info(name, folders[name])
+        path = Path(name).expanduser()
+        looks_like_path = name.startswith((".", "/", "~")) or (path.exists() and not HUB_ID.match(name))
+        if looks_like_path:
+            if not self.allow_paths:
+                raise UnknownModel("model", name, "arbitrary paths are not served here",
+                                   f"use a registered model: {', '.join(self.names())}")
+            if not (path / "model_index.json").is_file():
+                raise UnknownModel("model", name, "is not a diffusers pipeline folder (no model_index.json)",
+                                   "pass a folder saved with save_pretrained, or a registered model name")
+            return self._folder_info(name, path)
+        if HUB_ID.match(name):
+            return self._hub_info(name)
+        raise UnknownModel("model", name, "no such model",
+                           f"use one of: {', '.join(self.names())} (see `genaccel models`)")
+
+    # -- folders ---------------------------------------------------------------------------
+    def _folder_models(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for root in self.settings.model_dirs:
+            if Path(root).is_dir():
+                for sub in sorted(Path(root).iterdir()):
+                    if (sub / "model_index.json").is_file():
+                        found.setdefault(sub.name, sub)
+        return found
+
+    def _folder_info(self, name: str, path: Path, source: Source = "folder") -> ModelInfo:
+        index = check_pipeline_folder(path)
+        cls = index["_class_name"]
+        components = {k: v for k, v in index.items() if not k.startswith("_")}
+        modality = "image" if cls in text_to_image_classes() else "unknown"
+        if modality == "unknown":
+            raise UnknownModel("model", name, f"its pipeline class {cls} is not a text-to-image pipeline "
+                               "genaccel serves yet", "use a Stable Diffusion, SDXL, SD3, PixArt, Flux or SANA model")
+        return ModelInfo(name, modality, family_of(cls, components), source, str(path), cls,
+                         defaults_from_folder(path, components), f"{cls} from {path}")
+
+    # -- hub cache -------------------------------------------------------------------------
+    def _hub_info(self, repo_id: str) -> ModelInfo:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            path = Path(snapshot_download(repo_id, local_files_only=True))
+        except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+            raise ModelNotAvailable(
+                f"model {repo_id!r} is not in the local Hugging Face cache and genaccel never downloads at run "
+                f"time; fix: run `hf download {repo_id}` on a machine with network access (then copy the "
+                "cache), or pass a local pipeline folder"
+            ) from None
+        return self._folder_info(repo_id, path, source="hub")
+
+    def _cached_hub_models(self) -> list[ModelInfo]:
+        try:
+            from huggingface_hub import scan_cache_dir
+
+            repos = scan_cache_dir().repos
+        except Exception:
+            return []
+        infos = []
+        for repo in repos:
+            if repo.repo_type != "model":
+                continue
+            try:
+                infos.append(self._hub_info(repo.repo_id))
+            except Exception:
+                continue
+        return infos
+
+
+def check_pipeline_folder(path: Path) -> dict[str, Any]:
+    """Read ``model_index.json`` and refuse custom code or pickle-only weights."""
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UnsafeModel(f"model folder {path} has an unreadable model_index.json ({exc}); "
+                          "fix: re-save the pipeline with save_pretrained") from None
+    cls = index.get("_class_name")
+    import diffusers
+
+    if not isinstance(cls, str) or not hasattr(diffusers, cls):
+        raise UnsafeModel(f"model folder {path} asks for pipeline class {cls!r}, which is not part of diffusers; "
+                          "genaccel never runs remote or custom code; fix: use a standard diffusers pipeline")
+    for comp, spec in index.items():
+        if comp.startswith("_") or not isinstance(spec, list) or len(spec) != 2:
+            continue
+        library = spec[0]
+        if library not in SAFE_LIBRARIES:
+            raise UnsafeModel(f"component {comp!r} of {path} comes from library {library!r}; only diffusers and "
+                              "transformers classes are loaded (no custom code); fix: use a standard pipeline")
+        folder = path / comp
+        if folder.is_dir():
+            files = [f for f in folder.iterdir() if f.is_file()]
+            pickles = [f.name for f in files if f.suffix in PICKLE_SUFFIXES]
+            if pickles and not any(f.suffix == ".safetensors" for f in files):
+                raise UnsafeModel(f"component {comp!r} of {path} has only pickled weights ({', '.join(pickles)}); "
+                                  "genaccel loads safetensors only; fix: convert the weights to safetensors")
+    return index
+
+
+def defaults_from_folder(path: Path, components: dict[str, Any]) -> ModelDefaults:
+    """Native resolution from the denoiser's sample size and the VAE's downscale factor."""
+    def config(name: str) -> dict[str, Any]:
+        try:
+            return json.loads((path / name / "config.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    vae = config("vae")
+    scale = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+    denoiser = config("unet") if "unet" in components else config("transformer")
+    sample = denoiser.get("sample_size", 64)
+    sample = sample[0] if isinstance(sample, list) else sample
+    size = max(64, min(2048, int(sample) * scale // 8 * 8))
+    is_dit = "transformer" in components
+    return ModelDefaults(steps=20 if is_dit else 30, guidance_scale=4.5 if is_dit else 7.5, width=size, height=size)

@@ -1,0 +1,87 @@
+"""Run one claimed job: load (cached) pipeline, generate with progress and cancel, write
+artifacts, and record the outcome. Embedded threads and Celery workers both call this."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from genaccel.artifacts import write_png
+from genaccel.errors import GenAccelError, JobCancelled
+from genaccel.settings import Settings
+from genaccel.spec import Artifact, Job, JobError
+from genaccel.store.base import Store
+from pipelines.image import generate_images
+from pipelines.loader import CacheKey, ModelCache, load_pipeline, resolve_device, resolve_dtype
+from pipelines.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    """Callable the dispatcher hands each claimed job to. Owns the worker's model cache."""
+
+    def __init__(self, store: Store, registry: ModelRegistry, settings: Settings,
+                 cache: ModelCache | None = None) -> None:
+        self.store, self.registry, self.settings = store, registry, settings
+        self.cache = cache or ModelCache(settings.model_cache_size)
+        self.device = resolve_device(settings.device)
+        self.dtype = resolve_dtype(settings.dtype, self.device)
+
+    def __call__(self, job: Job) -> None:
+        timings: dict[str, float] = {"queued_s": round((job.started_at or time.time()) - job.created_at, 4)}
+        try:
+            artifacts = self._run(job, timings)
+        except JobCancelled:
+            self.store.finish(job.id, "cancelled", timings=timings)
+        except GenAccelError as exc:
+            self.store.finish(job.id, "failed", timings=timings,
+                              error=JobError(code=exc.code, message=exc.message, traceback=traceback.format_exc()))
+        except Exception as exc:
+            log.exception("job %s failed", job.id)
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            self.store.finish(job.id, "failed", timings=timings,
+                              error=JobError(code="pipeline_failed", message=message, traceback=traceback.format_exc()))
+        else:
+            self.store.finish(job.id, "succeeded", artifacts=artifacts, timings=timings)
+
+    def _run(self, job: Job, timings: dict[str, float]) -> list[Artifact]:
+        request = job.request
+        if self.store.get(job.id).cancel_requested:
+            raise JobCancelled("cancelled before it started")
+        info = self.registry.resolve(request.model or self.settings.default_model)
+        key = CacheKey(info.name, str(self.dtype), str(self.device), request.profile)
+        t0 = time.perf_counter()
+        with self.cache.use(key, lambda: load_pipeline(info, self.device, self.dtype)) as pipe:
+            timings["load_s"] = round(time.perf_counter() - t0, 4)
+            scheduler = type(pipe.scheduler).__name__
+            self.store.update_metadata(job.id, {"scheduler": scheduler, "device": str(self.device),
+                                                "dtype": str(self.dtype).removeprefix("torch.")})
+            t1 = time.perf_counter()
+            images = generate_images(pipe, request, self._on_step(job.id))
+            timings["run_s"] = round(time.perf_counter() - t1, 4)
+        t2 = time.perf_counter()
+        out_dir = Path(job.output_dir) if job.output_dir else self.settings.outputs
+        p = request.params
+        assert p.seed is not None
+        meta: dict[str, Any] = {
+            "job_id": job.id, "model": info.name, "profile": request.profile, "techniques": [],
+            "scheduler": scheduler, "width": images[0].width, "height": images[0].height,
+            "device": str(self.device), "timings": dict(timings),
+        }
+        artifacts = []
+        for i, image in enumerate(images):
+            seed = (p.seed + i) % 2**32
+            path = out_dir / f"{job.id[:12]}-{i}.png"
+            artifacts.append(write_png(image, path, request, seed, {**meta, "index": i}))
+        timings["save_s"] = round(time.perf_counter() - t2, 4)
+        return artifacts
+
+    def _on_step(self, job_id: str):  # type: ignore[no-untyped-def]
+        def on_step(step: int, total: int) -> None:
+            if self.store.set_progress(job_id, step, total):
+                raise JobCancelled(f"job {job_id} cancelled at step {step} of {total}")
+        return on_step
