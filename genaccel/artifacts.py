@@ -68,15 +68,19 @@ def read_metadata(path: Path) -> dict[str, Any]:
         with Image.open(path) as img:
             text = img.text.get(META_KEY)  # type: ignore[attr-defined]
     except (OSError, AttributeError) as exc:
-        raise BadInputFile(f"--from {path}: cannot read it as a PNG ({exc}); fix: pass a PNG made by genaccel") from None
+        raise BadInputFile(
+            f"--from {path}: cannot read it as a PNG ({exc}); fix: pass a PNG made by genaccel"
+        ) from None
     if text is None:
         raise BadInputFile(f"--from {path}: the PNG has no genaccel metadata; fix: pass a PNG made by genaccel")
     return dict(json.loads(text))
 
 
 def request_from_artifact(path: Path) -> JobRequest:
-    """The request that made this one image: its own seed, one output."""
-    meta = read_metadata(path)
-    data = dict(meta["request"])
-    data["params"] = {**data.get("params", {}), "seed": meta["seed"], "num_outputs": 1}
-    return parse_request(data)
+    """The exact request that made this artifact (all its outputs, same base seed).
+
+    The whole request is re-run rather than just this image's seed, because a batch of several
+    outputs and a single output can differ in the last bit of floating point; re-running the
+    same request reproduces every pixel on the same machine.
+    """
+    return parse_request(dict(read_metadata(path)["request"]))

@@ -206,7 +206,7 @@ def jobs_list(
         raise GenAccelError(f"--state={state!r} is invalid: no such state; fix: use one of {', '.join(states)}")
     if modality is not None and modality not in MODALITIES:
         raise GenAccelError(f"--modality={modality!r} is invalid; fix: use one of {', '.join(MODALITIES)}")
-    page = SQLiteStore(Settings().database).list(state=state, modality=modality, limit=limit,  # type: ignore[arg-type]
+    page = SQLiteStore(Settings().database).list_jobs(state=state, modality=modality, limit=limit,  # type: ignore[arg-type]
                                                  cursor=cursor)
     if as_json:
         _out(json.dumps({"jobs": [j.model_dump(mode="json") for j in page.jobs], "next_cursor": page.next_cursor}))
@@ -246,7 +246,7 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     _quiet_libraries()
     from pipelines.registry import ModelRegistry
 
-    infos = ModelRegistry(Settings()).list()
+    infos = ModelRegistry(Settings()).available()
     if as_json:
         _out(json.dumps([{"name": i.name, "modality": i.modality, "family": i.family, "source": i.source,
                           "location": i.location, "pipeline": i.pipeline_class,
@@ -270,7 +270,7 @@ def profiles() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app and turns errors into one line and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except GenAccelError as exc:
         _err(f"genaccel: error: {exc.message}")
         return exc.exit_code
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         _err("genaccel: aborted")
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

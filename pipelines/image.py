@@ -19,7 +19,7 @@ def supports_img2img(pipeline_class: str) -> bool:
     return img2img_class(pipeline_class) is not None
 
 
-def img2img_class(pipeline_class: str) -> type | None:
+def img2img_class(pipeline_class: str) -> Any:
     from diffusers.pipelines.auto_pipeline import (
         AUTO_IMAGE2IMAGE_PIPELINES_MAPPING,
         AUTO_TEXT2IMAGE_PIPELINES_MAPPING,
@@ -66,12 +66,12 @@ def generate_images(pipe: Any, request: JobRequest, on_step: StepCallback) -> li
     kwargs.update({"use_resolution_binning": False, "clean_caption": False})
 
     def step_end(pipeline: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        total = int(getattr(pipeline, "_num_timesteps", 0) or p.steps)
+        total = int(getattr(pipeline, "_num_timesteps", 0) or p.steps or 0)
         on_step(i + 1, total)
         return tensors
 
     def legacy_step(i: int, t: Any, latents: Any) -> None:  # pipelines with the old callback API
-        on_step(i + 1, int(getattr(pipe, "_num_timesteps", 0) or p.steps))
+        on_step(i + 1, int(getattr(pipe, "_num_timesteps", 0) or p.steps or 0))
 
     if "callback_on_step_end" in accepted:
         kwargs["callback_on_step_end"] = step_end

@@ -46,7 +46,7 @@ def load_pipeline(info: ModelInfo, device: torch.device, dtype: torch.dtype) -> 
             pipe = DiffusionPipeline.from_pretrained(
                 info.location, torch_dtype=dtype, use_safetensors=True, local_files_only=True,
             )
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             raise ModelNotAvailable(
                 f"model {info.name!r} could not be loaded from {info.location} ({str(exc).splitlines()[0]}); "
                 "fix: check that every component folder holds its config and .safetensors weights"

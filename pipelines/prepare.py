@@ -28,7 +28,8 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
     info = registry.resolve(request.model or settings.default_model)
     if info.modality != request.modality:
         raise InvalidRequest("model", info.name, f"serves {info.modality}, not {request.modality}",
-                             f"pick a {request.modality} model (see `genaccel models`) or pass --modality {info.modality}")
+                             f"pick a {request.modality} model (see `genaccel models`) "
+                             f"or pass --modality {info.modality}")
     if request.profile not in PROFILES:
         raise UnknownProfile("profile", request.profile, "no such profile",
                              f"use one of: {', '.join(PROFILES)} (see `genaccel profiles`)")
@@ -38,7 +39,8 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
     p = request.params
     if p.init_image is not None and not supports_img2img(info.pipeline_class):
         raise InvalidRequest("init_image", p.init_image, f"model {info.name} ({info.pipeline_class}) has no "
-                             "image-to-image variant", "drop --init, or use a Stable Diffusion, SDXL, SD3 or Flux model")
+                             "image-to-image variant",
+                             "drop --init, or use a Stable Diffusion, SDXL, SD3 or Flux model")
     d = info.defaults
     width, height = p.width or d.width, p.height or d.height
     megapixels = width * height / 1e6

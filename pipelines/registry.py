@@ -94,7 +94,7 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted({*self._builtins, *self._folder_models()})
 
-    def list(self) -> list[ModelInfo]:
+    def available(self) -> list[ModelInfo]:
         infos = [self._builtins[n] for n in sorted(self._builtins)]
         infos += [self._folder_info(name, path) for name, path in sorted(self._folder_models().items())]
         return infos + self._cached_hub_models()

@@ -43,7 +43,7 @@ def test_claim_order_is_priority_then_age(store: SQLiteStore) -> None:
 
 
 def test_claim_marks_running_and_counts_attempts(store: SQLiteStore) -> None:
-    job = store.create(req())
+    store.create(req())
     claimed = store.claim_next("host:1:1")
     assert claimed and claimed.state == "running" and claimed.attempts == 1 and claimed.worker == "host:1:1"
     assert claimed.started_at is not None
@@ -78,16 +78,16 @@ def test_concurrent_claims_never_share_a_job(store: SQLiteStore) -> None:
 def test_list_filters_and_paginates(store: SQLiteStore) -> None:
     made = [store.create(req(str(i), modality="image")).id for i in range(5)]
     video = store.create(req("v", modality="video"))
-    page = store.list(limit=2)
+    page = store.list_jobs(limit=2)
     assert [j.id for j in page.jobs] == [video.id, made[4]]
     seen = [j.id for j in page.jobs]
     while page.next_cursor:
-        page = store.list(limit=2, cursor=page.next_cursor)
+        page = store.list_jobs(limit=2, cursor=page.next_cursor)
         seen += [j.id for j in page.jobs]
     assert seen == [video.id, *reversed(made)]
-    assert [j.id for j in store.list(modality="video").jobs] == [video.id]
+    assert [j.id for j in store.list_jobs(modality="video").jobs] == [video.id]
     store.claim_next("w")
-    assert [j.id for j in store.list(state="running").jobs] == [made[0]]
+    assert [j.id for j in store.list_jobs(state="running").jobs] == [made[0]]
 
 
 def test_progress_finish_and_metadata(store: SQLiteStore) -> None:

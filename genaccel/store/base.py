@@ -64,7 +64,7 @@ class Store(Protocol):
         """The job, or ``JobNotFound``."""
         ...
 
-    def list(
+    def list_jobs(
         self, *, state: JobState | None = None, modality: Modality | None = None,
         limit: int = 50, cursor: str | None = None,
     ) -> JobPage:

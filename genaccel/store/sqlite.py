@@ -104,11 +104,12 @@ class SQLiteStore:
     def get(self, job_id: str) -> Job:
         return self._load(self._conn().execute("SELECT data FROM jobs WHERE id=?", (job_id,)).fetchone(), job_id)
 
-    def list(
+    def list_jobs(
         self, *, state: JobState | None = None, modality: Modality | None = None,
         limit: int = 50, cursor: str | None = None,
     ) -> JobPage:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if state:
             where.append("state=?")
             args.append(state)

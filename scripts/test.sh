@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install what the tests need and run the whole suite (lint, types, pytest). Extra arguments go
+# to pytest, e.g. scripts/test.sh -k batch
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1
+bash scripts/setup.sh dev
+
+# Tests marked `redis` need a server on 127.0.0.1:6379: start one when none answers.
+if command -v redis-server >/dev/null 2>&1 && ! (redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG); then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+fi
+
+.venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"

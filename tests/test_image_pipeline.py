@@ -1,0 +1,97 @@
+"""Dummy-component tests of the image adapter (tiny seeded models, few steps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genaccel.errors import InvalidRequest, JobCancelled
+from genaccel.settings import Settings
+from genaccel.spec import JobRequest
+from pipelines.image import generate_images, supports_img2img
+from pipelines.prepare import prepare_request
+from pipelines.registry import ModelRegistry
+
+
+def resolved(settings: Settings, **flat: object) -> JobRequest:
+    request = JobRequest.from_flat({"prompt": "a red circle", **flat})
+    return prepare_request(request, ModelRegistry(settings), settings)[0]
+
+
+def arr(img: Image.Image) -> np.ndarray:
+    return np.asarray(img, dtype=np.int16)
+
+
+def test_prepare_fills_every_default(settings: Settings) -> None:
+    r = resolved(settings)
+    assert r.model == "tiny-sd" and r.profile == "off"
+    p = r.params
+    assert (p.steps, p.guidance_scale, p.width, p.height) == (20, 7.5, 64, 64)
+    assert p.seed is not None and 0 <= p.seed < 2**32
+
+
+@pytest.mark.parametrize("fixture", ["tiny_sd", "tiny_dit"])
+def test_size_count_and_determinism(settings: Settings, fixture: str, request: pytest.FixtureRequest) -> None:
+    pipe = request.getfixturevalue(fixture)
+    model = fixture.replace("_", "-")
+    r = resolved(settings, model=model, steps=2, seed=11, width=64, height=96, num_outputs=2)
+    steps: list[tuple[int, int]] = []
+    first = generate_images(pipe, r, lambda s, t: steps.append((s, t)))
+    again = generate_images(pipe, r, lambda s, t: None)
+    assert [im.size for im in first] == [(64, 96), (64, 96)]
+    assert steps == [(1, 2), (2, 2)]
+    for a, b in zip(first, again, strict=True):
+        assert np.array_equal(arr(a), arr(b))
+    assert not np.array_equal(arr(first[0]), arr(first[1]))
+
+
+def test_each_output_depends_on_its_own_seed_only(settings: Settings, tiny_sd) -> None:  # type: ignore[no-untyped-def]
+    pair = generate_images(tiny_sd, resolved(settings, steps=2, seed=100, num_outputs=2), lambda s, t: None)
+    single = generate_images(tiny_sd, resolved(settings, steps=2, seed=101), lambda s, t: None)
+    assert np.abs(arr(pair[1]) - arr(single[0])).max() <= 1
+
+
+def test_step_callback_can_stop_the_pipeline(settings: Settings, tiny_sd) -> None:  # type: ignore[no-untyped-def]
+    seen: list[int] = []
+
+    def stop_at_two(step: int, total: int) -> None:
+        seen.append(step)
+        if step == 2:
+            raise JobCancelled("stop")
+
+    with pytest.raises(JobCancelled):
+        generate_images(tiny_sd, resolved(settings, steps=10, seed=1), stop_at_two)
+    assert seen == [1, 2]
+
+
+def test_img2img(settings: Settings, tiny_sd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    init = tmp_path / "init.png"
+    Image.new("RGB", (64, 64), (200, 20, 20)).save(init)
+    r = resolved(settings, steps=4, seed=3, init=str(init), strength=0.5)
+    steps: list[tuple[int, int]] = []
+    (img,) = generate_images(tiny_sd, r, lambda s, t: steps.append((s, t)))
+    assert img.size == (64, 64)
+    assert steps[-1] == (2, 2)  # strength 0.5 of 4 steps
+    assert type(tiny_sd).__name__ == "StableDiffusionPipeline"  # the cached pipeline is untouched
+
+
+def test_img2img_refused_for_models_without_it(settings: Settings, tmp_path: Path) -> None:
+    init = tmp_path / "init.png"
+    Image.new("RGB", (64, 64)).save(init)
+    assert supports_img2img("StableDiffusionPipeline") and not supports_img2img("PixArtAlphaPipeline")
+    with pytest.raises(InvalidRequest, match=r"init_image=.*tiny-dit \(PixArtAlphaPipeline\) has no image-to-image"):
+        resolved(settings, model="tiny-dit", init=str(init))
+
+
+def test_modality_and_profile_errors(settings: Settings) -> None:
+    with pytest.raises(InvalidRequest, match=r"modality='video' is invalid: no video pipeline is available"):
+        resolved(settings, modality="video")
+    with pytest.raises(InvalidRequest, match=r"model='tiny-sd' is invalid: serves image, not music"):
+        resolved(settings, modality="music", model="tiny-sd")
+    with pytest.raises(InvalidRequest, match=r"profile='turbo' is invalid: no such profile; fix: use one of: off"):
+        resolved(settings, profile="turbo")
+    with pytest.raises(InvalidRequest, match=r"techniques='deepcache' is invalid: no such technique"):
+        resolved(settings, techniques=[{"name": "deepcache"}])
