@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -256,6 +257,45 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         d = i.defaults
         _out(f"{i.name:<24} {i.modality:<6} {i.family:<10} {i.source:<8} {d.width}x{d.height} {d.steps} steps  "
              f"{i.description}")
+
+
+@app.command()
+def bench(
+    matrix: Annotated[Path | None, typer.Option("--matrix", help="YAML/JSON matrix (see bench/README.md).")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model (repeatable).")] = None,
+    profiles: Annotated[str | None, typer.Option("--profiles", help="Comma list; the first is the baseline.")] = None,
+    steps: Annotated[list[int] | None, typer.Option("--steps", help="Step count (repeatable).")] = None,
+    size: Annotated[list[str] | None, typer.Option("--size", help="WIDTHxHEIGHT (repeatable).")] = None,
+    batch_size: Annotated[list[int] | None, typer.Option("--batch", help="Images per call (repeatable).")] = None,
+    repeats: Annotated[int | None, typer.Option("--repeats", help="Timed runs per row.")] = None,
+    warmup: Annotated[int | None, typer.Option("--warmup", help="Untimed runs per row.")] = None,
+    prompts: Annotated[int | None, typer.Option("--prompts", help="Held-out prompts for quality.")] = None,
+    no_quality: Annotated[bool, typer.Option("--no-quality", help="Speed only.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Where the JSON goes (.md and .png beside it).")]
+    = None,
+) -> None:
+    """Benchmark a matrix of models x profiles x steps x sizes x batch sizes side by side."""
+    _quiet_libraries()
+    from genaccel.bench.matrix import load_matrix, parse_matrix
+    from genaccel.bench.report import markdown_table, write_outputs
+    from genaccel.bench.run import run_matrix
+
+    if matrix is None and not model:
+        matrix = Path(__file__).resolve().parents[1] / "bench" / "default.yaml"
+    data: dict[str, Any] = load_matrix(matrix).model_dump() if matrix else {"models": model}
+    overrides = {"models": model, "profiles": profiles.split(",") if profiles else None, "steps": steps,
+                 "sizes": size, "batch": batch_size, "repeats": repeats, "warmup": warmup}
+    data.update({k: v for k, v in overrides.items() if v})
+    if prompts is not None or no_quality:
+        data["quality"] = {**data.get("quality", {}), **({"prompts": prompts} if prompts else {}),
+                           **({"enabled": False} if no_quality else {})}
+    spec = parse_matrix(data, source=matrix.name if matrix else "options")
+    out = json_out or Path("bench/results") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    command = " ".join(["genaccel", *sys.argv[1:]])
+    result = run_matrix(spec, Settings(), command=command, progress=_err)
+    write_outputs(result, out, out.with_suffix(".md"), out.with_suffix(".png"))
+    _out(markdown_table(result["rows"]))
+    _err(f"genaccel: wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
 
 
 @app.command()

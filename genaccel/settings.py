@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     """Where artifacts go when the caller names no folder (default: ``home/outputs``)."""
     model_dirs: list[Path] = Field(default_factory=list)
     """Folders whose sub-folders (diffusers pipelines) are served by their folder name."""
-    default_model: str = "tiny-sd"
+    default_model: str | None = None
+    """Model used when a request names none (default: shapes-sd when shipped, else tiny-sd)."""
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     workers: int = 1

@@ -41,9 +41,15 @@ def _accepted(fn: Callable[..., Any]) -> set[str]:
     return set(inspect.signature(fn).parameters)
 
 
-def generate_images(pipe: Any, request: JobRequest, on_step: StepCallback) -> list[Image.Image]:
+def generate_images(pipe: Any, request: JobRequest, on_step: StepCallback,
+                    prompts: list[str] | None = None) -> list[Image.Image]:
     """Run ``pipe`` for a resolved image request; ``on_step(done, total)`` runs after each step
-    and may raise to stop the job there."""
+    and may raise to stop the job there.
+
+    ``prompts`` runs several prompts in one call (one output each, seeds ``seed + i``) with the
+    request's other parameters: output ``i`` equals a single request for ``prompts[i]`` at
+    seed ``seed + i`` up to floating-point batching effects.
+    """
     p = request.params
     assert p.seed is not None and p.steps is not None, "prepare_request resolves seed and steps"
     if p.init_image:
@@ -52,10 +58,13 @@ def generate_images(pipe: Any, request: JobRequest, on_step: StepCallback) -> li
             raise ValueError(f"{type(pipe).__name__} has no image-to-image variant")
         pipe = cls.from_pipe(pipe)
     accepted = _accepted(pipe.__call__)
+    count = len(prompts) if prompts else p.num_outputs
     kwargs: dict[str, Any] = {
-        "prompt": request.prompt, "num_inference_steps": p.steps, "guidance_scale": p.guidance_scale,
-        "num_images_per_prompt": p.num_outputs, "generator": generators(p.seed, p.num_outputs),
-        "output_type": "pil", "negative_prompt": request.negative_prompt,
+        "prompt": prompts or request.prompt, "num_inference_steps": p.steps, "guidance_scale": p.guidance_scale,
+        "num_images_per_prompt": 1 if prompts else p.num_outputs, "generator": generators(p.seed, count),
+        "output_type": "pil",
+        "negative_prompt": [request.negative_prompt] * count if prompts and request.negative_prompt
+        else request.negative_prompt,
     }
     if p.init_image:
         with Image.open(p.init_image) as img:

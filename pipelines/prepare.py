@@ -25,7 +25,7 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
             "modality", request.modality, f"no {request.modality} pipeline is available in this version",
             f"use --modality {' or '.join(SERVED_MODALITIES)}",
         )
-    info = registry.resolve(request.model or settings.default_model)
+    info = registry.resolve(request.model or registry.default_model(request.modality))
     if info.modality != request.modality:
         raise InvalidRequest("model", info.name, f"serves {info.modality}, not {request.modality}",
                              f"pick a {request.modality} model (see `genaccel models`) "

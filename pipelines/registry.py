@@ -18,7 +18,9 @@ from typing import Any, Literal
 from genaccel.errors import ModelNotAvailable, UnknownModel, UnsafeModel
 from genaccel.settings import Settings
 
-Source = Literal["builtin", "folder", "hub"]
+Source = Literal["builtin", "asset", "folder", "hub"]
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SAFE_LIBRARIES = {"diffusers", "transformers", None}
 PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl"}
@@ -45,6 +47,29 @@ class ModelInfo:
     defaults: ModelDefaults
     description: str = ""
     builder: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
+
+
+# Reference models this project trains and ships in assets/ (scripts/train_*.py make them).
+REFERENCE_MODELS: dict[str, tuple[ModelDefaults, str]] = {
+    "shapes-sd": (ModelDefaults(steps=50, guidance_scale=7.5, width=64, height=64),
+                  "reference Stable-Diffusion-architecture model trained on procedural shapes"),
+    "shapes-dit": (ModelDefaults(steps=50, guidance_scale=4.5, width=64, height=64),
+                   "reference PixArt-architecture model trained on procedural shapes"),
+}
+
+
+def reference_models(assets: Path = ASSETS) -> dict[str, ModelInfo]:
+    """The reference models present in ``assets`` (loaded like any pipeline folder)."""
+    found = {}
+    for name, (defaults, description) in REFERENCE_MODELS.items():
+        path = assets / name
+        if (path / "model_index.json").is_file():
+            index = check_pipeline_folder(path)
+            cls = index["_class_name"]
+            components = {k: v for k, v in index.items() if not k.startswith("_")}
+            found[name] = ModelInfo(name, "image", family_of(cls, components), "asset", str(path), cls, defaults,
+                                    description)
+    return found
 
 
 def builtin_models() -> dict[str, ModelInfo]:
@@ -85,11 +110,20 @@ class ModelRegistry:
     def __init__(self, settings: Settings, *, allow_paths: bool = True) -> None:
         self.settings = settings
         self.allow_paths = allow_paths
-        self._builtins = builtin_models()
+        self._builtins = {**builtin_models(), **reference_models()}
 
     def add(self, info: ModelInfo) -> None:
         """Register a model programmatically (tests, plug-ins)."""
         self._builtins[info.name] = info
+
+    def default_model(self, modality: str = "image") -> str:
+        """``Settings.default_model`` if set, else the best model shipped for ``modality``."""
+        if self.settings.default_model:
+            return self.settings.default_model
+        for name in ("shapes-sd", "tiny-sd"):
+            if name in self._builtins and self._builtins[name].modality == modality:
+                return name
+        return "tiny-sd"
 
     def names(self) -> list[str]:
         return sorted({*self._builtins, *self._folder_models()})

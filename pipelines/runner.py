@@ -52,7 +52,7 @@ class JobRunner:
         request = job.request
         if self.store.get(job.id).cancel_requested:
             raise JobCancelled("cancelled before it started")
-        info = self.registry.resolve(request.model or self.settings.default_model)
+        info = self.registry.resolve(request.model or self.registry.default_model(request.modality))
         key = CacheKey(info.name, str(self.dtype), str(self.device), request.profile)
         t0 = time.perf_counter()
         with self.cache.use(key, lambda: load_pipeline(info, self.device, self.dtype)) as pipe:

@@ -23,12 +23,13 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for key in list(os.environ):
         if key.startswith("GENACCEL_") and key != "GENACCEL_HOME":
             monkeypatch.delenv(key)
+    monkeypatch.setenv("GENACCEL_DEFAULT_MODEL", "tiny-sd")  # fast; reference models are tested on purpose
     return home
 
 
 @pytest.fixture
 def settings(isolated_home: Path) -> Settings:
-    return Settings(home=isolated_home)
+    return Settings(home=isolated_home, default_model="tiny-sd")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,121 @@
+"""The benchmark matrix: a small YAML/JSON document, validated before anything runs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from genaccel.errors import BadInputFile, GenAccelError, InvalidRequest
+
+SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+class QualitySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = True
+    prompts: int = Field(200, ge=8, le=5000)
+    """Held-out captions of the reference generator, one image each."""
+    seed: int = Field(1234, ge=0, le=2**32 - 1)
+
+
+class BenchMatrix(BaseModel):
+    """Rows are the product models x sizes x batch x profiles x steps, in that order. The first
+    profile at the first step count is each (model, size, batch) group's baseline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = "bench"
+    models: list[str] = Field(min_length=1)
+    profiles: list[str] = Field(default_factory=lambda: ["off"], min_length=1)
+    steps: list[int | None] = Field(default=[None], min_length=1)
+    """``null`` means the model's default step count."""
+    sizes: list[str | None] = Field(default=[None], min_length=1)
+    batch: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    repeats: int = Field(3, ge=1, le=100)
+    warmup: int = Field(1, ge=0, le=10)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    quality: QualitySpec = Field(default_factory=lambda: QualitySpec.model_validate({}))
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, sizes: list[str | None]) -> list[str | None]:
+        for size in sizes:
+            if size is not None and not SIZE.match(size):
+                raise ValueError(f"size {size!r} is not WIDTHxHEIGHT, e.g. 64x64")
+        return sizes
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[int | None]) -> list[int | None]:
+        for n in steps:
+            if n is not None and not 1 <= n <= 200:
+                raise ValueError(f"steps {n} is outside 1..200")
+        return steps
+
+    @field_validator("batch")
+    @classmethod
+    def _batch(cls, batch: list[int]) -> list[int]:
+        for n in batch:
+            if not 1 <= n <= 8:
+                raise ValueError(f"batch {n} is outside 1..8")
+        return batch
+
+    def rows(self) -> list[BenchRow]:
+        out = []
+        for model, size, batch, profile, steps in itertools.product(
+            self.models, self.sizes, self.batch, self.profiles, self.steps
+        ):
+            width, height = (int(v) for v in size.split("x")) if size else (None, None)
+            out.append(BenchRow(model, profile, steps, width, height, batch,
+                                baseline=(profile == self.profiles[0] and steps == self.steps[0])))
+        return out
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    model: str
+    profile: str
+    steps: int | None
+    width: int | None
+    height: int | None
+    batch: int
+    baseline: bool
+
+    @property
+    def group(self) -> tuple[str, int | None, int | None, int]:
+        return (self.model, self.width, self.height, self.batch)
+
+
+def parse_matrix(data: dict[str, Any], source: str = "matrix") -> BenchMatrix:
+    try:
+        return BenchMatrix.model_validate(data)
+    except PydanticValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "matrix"
+        raise InvalidRequest(f"{source}: {field}", err.get("input"), err["msg"],
+                             "see bench/README.md for the matrix format") from None
+
+
+def load_matrix(path: Path) -> BenchMatrix:
+    """Read a ``.yaml``/``.yml``/``.json`` matrix file."""
+    if not path.is_file():
+        raise BadInputFile(f"matrix file {str(path)!r} does not exist; fix: pass a .yaml or .json file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:
+        raise BadInputFile(f"matrix file {path} cannot be parsed ({exc}); fix: check its syntax") from None
+    if not isinstance(data, dict):
+        raise GenAccelError(f"matrix file {path} must hold a mapping; fix: see bench/README.md")
+    return parse_matrix(data, source=path.name)

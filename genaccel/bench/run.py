@@ -1,0 +1,158 @@
+"""Run a benchmark matrix in one process: every row on the same machine, side by side.
+
+Each row: warm-up calls, then ``repeats`` timed end-to-end pipeline calls (text encoding,
+denoising, VAE decode) through the same ``generate_images`` the job runner uses; denoiser
+evaluations and peak memory while timing; then quality on the reference generator's held-out
+captions (prompt accuracy, Fréchet distance in the evaluator's feature space, and PSNR/SSIM
+against the group's baseline row at the same seeds).
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genaccel.bench.matrix import BenchMatrix, BenchRow
+from genaccel.bench.measure import DenoiserCounter, PeakMemory
+from genaccel.settings import Settings
+from genaccel.spec import JobRequest
+
+Progress = Callable[[str], None]
+EVALUATOR = Path(__file__).resolve().parents[2] / "assets" / "evaluator"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {torch.get_num_threads()} torch threads{gpu}, torch {torch.__version__}"
+
+
+def _request(row: BenchRow, prompt: str, seed: int, count: int = 1) -> JobRequest:
+    flat: dict[str, Any] = {"prompt": prompt, "model": row.model, "profile": row.profile, "seed": seed,
+                            "num_outputs": count, "steps": row.steps, "width": row.width, "height": row.height}
+    return JobRequest.from_flat(flat)
+
+
+class QualityData:
+    """Held-out captions, their real images' features, and the Fréchet floor."""
+
+    def __init__(self, count: int, seed: int, evaluator_dir: Path = EVALUATOR) -> None:
+        from genaccel.metrics.evaluator import Evaluator
+        from genaccel.metrics.quality import frechet_distance
+        from genaccel.refdata.shapes import render, sample_specs
+
+        self.evaluator = Evaluator.load(evaluator_dir)
+        specs = sample_specs(count, seed, split="heldout")
+        self.prompts = [s.caption() for s in specs]
+        reals = []
+        for offset in (1, 2):
+            rng = np.random.default_rng(seed + offset)
+            reals.append(np.stack([np.asarray(render(s, rng)) for s in specs]))
+        self.real_features = self.evaluator.extract_features(reals[0])
+        self.fd_floor = frechet_distance(self.real_features, self.evaluator.extract_features(reals[1]))
+
+
+def run_matrix(matrix: BenchMatrix, settings: Settings, *, command: str = "",
+               progress: Progress | None = None, chunk: int = 16) -> dict[str, Any]:
+    """Validate every row, then measure them; returns ``{"meta": ..., "rows": [...]}``."""
+    from pipelines.image import generate_images
+    from pipelines.loader import load_pipeline, resolve_device, resolve_dtype
+    from pipelines.prepare import prepare_request
+    from pipelines.registry import ModelRegistry
+
+    say = progress or (lambda _: None)
+    registry = ModelRegistry(settings)
+    rows = matrix.rows()
+    prepared = [prepare_request(_request(r, "a shape", matrix.seed, r.batch), registry, settings) for r in rows]
+    quality = QualityData(matrix.quality.prompts, matrix.quality.seed) if matrix.quality.enabled else None
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    pipes: dict[str, Any] = {}
+    baseline_images: dict[tuple[Any, ...], np.ndarray] = {}
+    results = []
+    for n, (row, (request, info)) in enumerate(zip(rows, prepared, strict=True), 1):
+        label = f"[{n}/{len(rows)}] {row.model} {row.profile} {request.params.steps} steps"
+        if info.name not in pipes:
+            say(f"{label}: loading {info.name}")
+            pipes = {info.name: load_pipeline(info, device, dtype)}  # one model in memory at a time
+        pipe = pipes[info.name]
+        if quality is not None:
+            request = request.model_copy(update={"prompt": quality.prompts[0]})
+        techniques: list[str] = []
+        for _ in range(matrix.warmup):
+            generate_images(pipe, request, lambda s, t: None)
+        latencies = []
+        with PeakMemory() as memory, DenoiserCounter(pipe) as counter:
+            for i in range(matrix.repeats):
+                say(f"{label}: timing {i + 1}/{matrix.repeats}")
+                start = time.perf_counter()
+                generate_images(pipe, request, lambda s, t: None)
+                latencies.append(time.perf_counter() - start)
+        steps = request.params.steps or 1
+        record: dict[str, Any] = {
+            "model": info.name, "profile": row.profile, "techniques": techniques, "steps": steps,
+            "width": request.params.width, "height": request.params.height, "batch": row.batch,
+            "guidance_scale": request.params.guidance_scale, "baseline": row.baseline,
+            "latency_s": statistics.median(latencies), "latency_s_min": min(latencies),
+            "latency_s_max": max(latencies),
+            "denoiser_evals": counter.samples / (matrix.repeats * row.batch),
+            "s_per_step": statistics.median(latencies) / steps,
+            "peak_rss_mb": round(memory.peak_rss / 2**20, 1),
+            "peak_vram_mb": round(memory.peak_vram / 2**20, 1) if memory.peak_vram is not None else None,
+            "prompt_accuracy": None, "fd": None, "psnr": None, "ssim": None,
+        }
+        if quality is not None:
+            total = len(quality.prompts)
+
+            def quality_progress(i: int, label: str = label, total: int = total) -> None:
+                say(f"{label}: quality {i}/{total}")
+
+            record.update(_quality(pipe, request, quality, row, baseline_images, chunk, quality_progress,
+                                   generate_images))
+        results.append(record)
+    for record, row in zip(results, rows, strict=True):
+        base = next(r for r, rr in zip(results, rows, strict=True) if rr.group == row.group and rr.baseline)
+        record["speedup"] = base["latency_s"] / record["latency_s"]
+    import torch
+
+    meta = {
+        "name": matrix.name, "command": command, "machine": machine(), "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."), "repeats": matrix.repeats, "warmup": matrix.warmup,
+        "quality_prompts": len(quality.prompts) if quality else 0, "quality_split": "heldout",
+        "fd_floor": quality.fd_floor if quality else None, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "torch": torch.__version__, "matrix": matrix.model_dump(mode="json"),
+    }
+    return {"meta": meta, "rows": results}
+
+
+def _quality(pipe: Any, request: JobRequest, data: QualityData, row: BenchRow,
+             baselines: dict[tuple[Any, ...], np.ndarray], chunk: int, say: Callable[[int], None],
+             generate: Callable[..., Any]) -> dict[str, Any]:
+    from genaccel.metrics.quality import frechet_distance, prompt_accuracy, psnr, ssim
+
+    images = []
+    for start in range(0, len(data.prompts), chunk):
+        say(start)
+        prompts = data.prompts[start:start + chunk]
+        seeded = request.model_copy(update={"params": request.params.model_copy(
+            update={"seed": request.params.seed + start, "num_outputs": 1})})  # type: ignore[operator]
+        images += [np.asarray(im.convert("RGB")) for im in generate(pipe, seeded, lambda s, t: None, prompts=prompts)]
+    stack = np.stack(images)
+    out: dict[str, Any] = {
+        "prompt_accuracy": prompt_accuracy(data.evaluator, stack, data.prompts),
+        "fd": frechet_distance(data.real_features, data.evaluator.extract_features(stack)),
+    }
+    if row.baseline:
+        baselines[row.group] = stack
+    elif row.group in baselines and baselines[row.group].shape == stack.shape:
+        ref = baselines[row.group]
+        out.update(psnr=psnr(ref, stack), ssim=ssim(ref, stack))
+    return out

@@ -1,0 +1,159 @@
+"""Latent diffusion training shared by the reference models: a VAE on generated images, latents
+cached once, then a denoiser and its text encoder trained together (epsilon prediction,
+scaled-linear betas like Stable Diffusion, min-SNR weighting (Hang et al. 2023), caption dropout
+for classifier-free guidance, EMA of the weights). Every stage resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers.training_utils import EMAModel, compute_snr
+
+from genaccel.refdata.shapes import ShapeSpec, make_dataset
+from genaccel.training.common import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int, float], None]
+Forward = Callable[[torch.nn.Module, torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def noise_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                         beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False)
+
+
+def to_pixels(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 64, 64, 3) -> float (N, 3, 64, 64) in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def train_vae(vae: AutoencoderKL, steps: int, batch: int, seed: int, ckpt: Path,
+              progress: Progress | None = None) -> list[float]:
+    """L1 + small KL reconstruction training on fresh images each step (resumable)."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    state = load_checkpoint(ckpt)
+    start, losses = 0, []
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start, losses = int(state["step"]), list(state["losses"])
+    vae.train()
+    for step in range(start, steps):
+        images, _ = make_dataset(batch, seed * 1_000_003 + step, split="all")
+        x = to_pixels(images)
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        loss = F.l1_loss(recon, x) + 0.5 * F.mse_loss(recon, x) + 1e-6 * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if progress:
+            progress(step + 1, steps, losses[-1])
+        if (step + 1) % 200 == 0 or step + 1 == steps:
+            save_checkpoint(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1,
+                                   "losses": losses})
+    vae.eval()
+    return losses
+
+
+@torch.no_grad()
+def encode_dataset(vae: AutoencoderKL, count: int, seed: int, split: str = "train",
+                   chunk: int = 256) -> tuple[torch.Tensor, list[ShapeSpec]]:
+    """Latent means of ``count`` generated images, unscaled, (N, 4, 16, 16)."""
+    images, specs = make_dataset(count, seed, split=split)
+    latents = [vae.encode(to_pixels(images[i:i + chunk])).latent_dist.mean for i in range(0, count, chunk)]
+    return torch.cat(latents), specs
+
+
+def encode_prompts(tokenizer: Any, prompts: list[str]) -> torch.Tensor:
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+def train_denoiser(
+    denoiser: torch.nn.Module, text_encoder: torch.nn.Module, tokenizer: Any, forward: Forward,
+    latents: torch.Tensor, captions: list[str], steps: int, batch: int, seed: int,
+    ckpt: Path, lr: float = 5e-4, cfg_dropout: float = 0.1, snr_gamma: float = 5.0,
+    progress: Progress | None = None,
+) -> tuple[list[float], EMAModel]:
+    """Train a denoiser and its text encoder together on scaled latents: epsilon prediction,
+    min-SNR weighting, caption dropout (for CFG), EMA; resumable from ``ckpt``.
+
+    ``forward(denoiser, text_encoder, noisy, t, tokens)`` returns the predicted noise.
+    """
+    scheduler = noise_scheduler()
+    params = [*denoiser.parameters(), *text_encoder.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200))
+    ema = EMAModel(params, decay=0.999, use_ema_warmup=True, power=2 / 3)
+    ids = encode_prompts(tokenizer, captions)
+    empty = encode_prompts(tokenizer, [""])[0]
+    state = load_checkpoint(ckpt)
+    start, losses = 0, []
+    if state is not None:
+        denoiser.load_state_dict(state["denoiser"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        ema.load_state_dict(state["ema"])
+        start, losses = int(state["step"]), list(state["losses"])
+        torch.set_rng_state(state["rng"])
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(start):  # replay the data order so a resumed run sees the same batches
+        torch.randint(len(latents), (batch,), generator=gen)
+        torch.rand(batch, generator=gen)
+    denoiser.train()
+    text_encoder.train()
+    for step in range(start, steps):
+        idx = torch.randint(len(latents), (batch,), generator=gen)
+        drop = torch.rand(batch, generator=gen) < cfg_dropout
+        x0 = latents[idx]
+        tokens = torch.where(drop[:, None], empty[None], ids[idx])
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,))
+        noisy = scheduler.add_noise(x0, noise, t)
+        pred = forward(denoiser, text_encoder, noisy, t, tokens)
+        snr = compute_snr(scheduler, t)
+        weight = torch.clamp(snr, max=snr_gamma) / snr
+        loss = (F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        ema.step(params)
+        losses.append(loss.item())
+        if progress:
+            progress(step + 1, steps, losses[-1])
+        if (step + 1) % 250 == 0 or step + 1 == steps:
+            save_checkpoint(ckpt, {
+                "denoiser": denoiser.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "ema": ema.state_dict(), "step": step + 1, "losses": losses,
+                "rng": torch.get_rng_state(),
+            })
+    return losses, ema
+
+
+def cached_latents(vae: AutoencoderKL, work: Path, count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """Latents and captions of ``count`` training-split images, cached in ``work`` (redone when
+    the VAE checkpoint is newer than the cache)."""
+    cache = work / f"latents-{count}-{seed}.pt"
+    vae_ckpt = work / "vae.pt"
+    fresh = cache.is_file() and (not vae_ckpt.is_file() or vae_ckpt.stat().st_mtime < cache.stat().st_mtime)
+    if fresh:
+        stored = torch.load(cache, weights_only=True)
+        return stored["latents"], list(stored["captions"])
+    raw, specs = encode_dataset(vae, count, seed)
+    captions = [s.caption() for s in specs]
+    work.mkdir(parents=True, exist_ok=True)
+    torch.save({"latents": raw, "captions": captions}, cache)
+    return raw, captions

@@ -1,0 +1,113 @@
+"""``shapes-sd``: a Stable-Diffusion-architecture latent diffusion model trained on the
+procedural shapes data (AutoencoderKL + CLIP text encoder + UNet2DConditionModel).
+
+Two stages (``latent_diffusion``): the VAE (64x64 RGB -> 16x16x4), then UNet and text encoder
+together on cached latents.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from genaccel.refdata.shapes import ATTRIBUTES
+from genaccel.training.common import plot_loss
+from genaccel.training.latent_diffusion import Progress, cached_latents, train_denoiser, train_vae
+from pipelines.tokenizers import word_clip_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def caption_words() -> list[str]:
+    """Every word a reference caption can use (each becomes one token)."""
+    words = {"a", "at", "the", "on", "in", "background"}
+    for values in ATTRIBUTES.values():
+        for value in values:
+            words.update(value.split())
+    return sorted(words)
+
+
+@dataclass(frozen=True)
+class ShapesSDConfig:
+    unet_channels: tuple[int, ...] = (64, 128, 128)
+    text_hidden: int = 64
+    text_layers: int = 2
+    max_tokens: int = 24
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    vae_batch: int = 16
+
+
+def build_components(cfg: ShapesSDConfig, seed: int = 0) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    tokenizer = word_clip_tokenizer(caption_words(), max_length=cfg.max_tokens)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=cfg.text_hidden * 4,
+        num_attention_heads=4, num_hidden_layers=cfg.text_layers, max_position_embeddings=cfg.max_tokens,
+        bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    ))
+    levels = len(cfg.unet_channels)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, block_out_channels=cfg.unet_channels, layers_per_block=1,
+        # attention only below full latent resolution: at 16x16 it costs most and adds little here
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
+        cross_attention_dim=cfg.text_hidden, attention_head_dim=32, norm_num_groups=16,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=cfg.vae_channels, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        norm_num_groups=16, down_block_types=["DownEncoderBlock2D"] * len(cfg.vae_channels),
+        up_block_types=["UpDecoderBlock2D"] * len(cfg.vae_channels), sample_size=64,
+    )
+    return {"tokenizer": tokenizer, "text_encoder": text_encoder, "unet": unet, "vae": vae}
+
+
+def unet_forward(unet: torch.nn.Module, text_encoder: torch.nn.Module, noisy: torch.Tensor, t: torch.Tensor,
+                 tokens: torch.Tensor) -> torch.Tensor:
+    return unet(noisy, t, text_encoder(tokens)[0]).sample
+
+
+def assemble_pipeline(parts: dict[str, Any]) -> StableDiffusionPipeline:
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+    pipe = StableDiffusionPipeline(
+        vae=parts["vae"], text_encoder=parts["text_encoder"].eval(), tokenizer=parts["tokenizer"],
+        unet=parts["unet"].eval(), scheduler=scheduler, safety_checker=None, feature_extractor=None,
+        image_encoder=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def train_shapes_sd(
+    out: Path, work: Path, *, vae_steps: int, unet_steps: int, batch: int = 32, data: int = 20000,
+    seed: int = 0, cfg: ShapesSDConfig | None = None, progress: Callable[[str], Progress] | None = None,
+) -> StableDiffusionPipeline:
+    """Train both stages (each resumes from ``work``) and save the pipeline to ``out`` in fp16."""
+    cfg = cfg or ShapesSDConfig()
+    parts = build_components(cfg, seed)
+    t0 = time.time()
+    vae_losses = train_vae(parts["vae"], vae_steps, batch=cfg.vae_batch, seed=seed, ckpt=work / "vae.pt",
+                           progress=progress("vae") if progress else None)
+    plot_loss(vae_losses, work / "vae_loss.png", "shapes-sd VAE")
+    latents, captions = cached_latents(parts["vae"], work, data, seed + 1)
+    scale = float(1.0 / latents.flatten().std())
+    parts["vae"].register_to_config(scaling_factor=scale)
+    log.info("vae scaling factor %.4f (%.0f s)", scale, time.time() - t0)
+    losses, ema = train_denoiser(parts["unet"], parts["text_encoder"], parts["tokenizer"], unet_forward,
+                                 latents * scale, captions, unet_steps, batch, seed, work / "unet.pt",
+                                 progress=progress("unet") if progress else None)
+    ema.copy_to([*parts["unet"].parameters(), *parts["text_encoder"].parameters()])
+    pipe = assemble_pipeline(parts)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
+    plot_loss(losses, out / "loss_curve.png", "shapes-sd UNet + text encoder (min-SNR weighted)")
+    plot_loss(vae_losses, out / "vae_loss_curve.png", "shapes-sd VAE")
+    return pipe.to(torch.float32)

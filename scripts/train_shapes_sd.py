@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""Train the ``shapes-sd`` reference model and save it as a diffusers pipeline (fp16).
+
+Resumable: checkpoints go to --work; run the same command again to continue.
+
+Example (the shipped weights; assets/shapes-sd/train_log.json has the exact command):
+    python scripts/train_shapes_sd.py --out assets/shapes-sd --work runs/shapes-sd
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from genaccel.training.common import training_cli, write_log
+from genaccel.training.shapes_sd import train_shapes_sd
+
+
+def main() -> None:
+    parser, progress, close = training_cli(__doc__ or "", "assets/shapes-sd", "runs/shapes-sd")
+    args = parser.parse_args()
+    started = time.time()
+    train_shapes_sd(args.out, args.work, vae_steps=args.vae_steps, unet_steps=args.unet_steps, batch=args.batch,
+                    data=args.data, seed=args.seed, progress=progress)
+    close()
+    write_log(args.out / "train_log.json", started, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
+              batch=args.batch, data=args.data, seed=args.seed)
+    print(f"saved {args.out} in {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
