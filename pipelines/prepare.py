@@ -7,6 +7,9 @@ reproduces the output.
 
 from __future__ import annotations
 
+from typing import Any
+
+from genaccel.accel import check_family, parse_technique
 from genaccel.errors import InvalidRequest, UnknownProfile, UnsupportedModality
 from genaccel.profiles import PROFILES
 from genaccel.settings import Settings
@@ -33,9 +36,8 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
     if request.profile not in PROFILES:
         raise UnknownProfile("profile", request.profile, "no such profile",
                              f"use one of: {', '.join(PROFILES)} (see `genaccel profiles`)")
-    for technique in request.techniques:
-        raise InvalidRequest("techniques", technique.name, "no such technique in this version",
-                             "drop it, or pick a profile (see `genaccel profiles`)")
+    for config in technique_configs(request):
+        check_family(config, info.family)
     p = request.params
     if p.init_image is not None and not supports_img2img(info.pipeline_class):
         raise InvalidRequest("init_image", p.init_image, f"model {info.name} ({info.pipeline_class}) has no "
@@ -57,6 +59,11 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
         "strength": p.strength if p.strength is not None or p.init_image is None else 0.6,
     })
     return request.model_copy(update={"model": info.name, "params": params}), info
+
+
+def technique_configs(request: JobRequest) -> list[Any]:
+    """The technique configs a request asks for explicitly (profiles add theirs in the runner)."""
+    return [parse_technique(spec) for spec in request.techniques]
 
 
 def _absolute(path: str) -> str:

@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from genaccel.accel import apply_techniques
 from genaccel.artifacts import write_png
 from genaccel.errors import GenAccelError, JobCancelled
 from genaccel.settings import Settings
@@ -16,6 +17,7 @@ from genaccel.spec import Artifact, Job, JobError
 from genaccel.store.base import Store
 from pipelines.image import generate_images
 from pipelines.loader import CacheKey, ModelCache, load_pipeline, resolve_device, resolve_dtype
+from pipelines.prepare import technique_configs
 from pipelines.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -53,22 +55,30 @@ class JobRunner:
         if self.store.get(job.id).cancel_requested:
             raise JobCancelled("cancelled before it started")
         info = self.registry.resolve(request.model or self.registry.default_model(request.modality))
-        key = CacheKey(info.name, str(self.dtype), str(self.device), request.profile)
+        # techniques are applied per job and removed after it, so all profiles share one clean pipeline
+        key = CacheKey(info.name, str(self.dtype), str(self.device))
         t0 = time.perf_counter()
         with self.cache.use(key, lambda: load_pipeline(info, self.device, self.dtype)) as pipe:
             timings["load_s"] = round(time.perf_counter() - t0, 4)
             scheduler = type(pipe.scheduler).__name__
-            self.store.update_metadata(job.id, {"scheduler": scheduler, "device": str(self.device),
-                                                "dtype": str(self.dtype).removeprefix("torch.")})
-            t1 = time.perf_counter()
-            images = generate_images(pipe, request, self._on_step(job.id))
-            timings["run_s"] = round(time.perf_counter() - t1, 4)
+            techniques = apply_techniques(pipe, technique_configs(request))
+            try:
+                applied = techniques.describe()
+                self.store.update_metadata(job.id, {"scheduler": scheduler, "device": str(self.device),
+                                                    "dtype": str(self.dtype).removeprefix("torch."),
+                                                    "techniques": applied})
+                techniques.reset()
+                t1 = time.perf_counter()
+                images = generate_images(pipe, request, self._on_step(job.id))
+                timings["run_s"] = round(time.perf_counter() - t1, 4)
+            finally:
+                techniques.remove()  # the cached pipeline is clean for the next job
         t2 = time.perf_counter()
         out_dir = Path(job.output_dir) if job.output_dir else self.settings.outputs
         p = request.params
         assert p.seed is not None
         meta: dict[str, Any] = {
-            "job_id": job.id, "model": info.name, "profile": request.profile, "techniques": [],
+            "job_id": job.id, "model": info.name, "profile": request.profile, "techniques": applied,
             "scheduler": scheduler, "width": images[0].width, "height": images[0].height,
             "device": str(self.device), "timings": dict(timings),
         }

@@ -100,13 +100,14 @@ def train_denoiser(
     state = load_checkpoint(ckpt)
     start, losses = 0, []
     if state is not None:
-        denoiser.load_state_dict(state["denoiser"])
+        denoiser.load_state_dict(state["denoiser"] if "denoiser" in state else state["unet"])
         text_encoder.load_state_dict(state["text_encoder"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         ema.load_state_dict(state["ema"])
         start, losses = int(state["step"]), list(state["losses"])
-        torch.set_rng_state(state["rng"])
+        if "rng" in state:
+            torch.set_rng_state(state["rng"])
     gen = torch.Generator().manual_seed(seed)
     for _ in range(start):  # replay the data order so a resumed run sees the same batches
         torch.randint(len(latents), (batch,), generator=gen)

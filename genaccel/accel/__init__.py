@@ -1,0 +1,16 @@
+"""Acceleration techniques: each a frozen Config plus ``apply(pipe, config) -> Handle``.
+
+Importing this package registers every built-in technique.
+"""
+
+from genaccel.accel import deepcache as deepcache
+from genaccel.accel.base import (
+    Handle,
+    TechniqueSet,
+    apply_techniques,
+    check_family,
+    parse_technique,
+    technique_names,
+)
+
+__all__ = ["Handle", "TechniqueSet", "apply_techniques", "check_family", "parse_technique", "technique_names"]

@@ -1,0 +1,165 @@
+"""DeepCache for UNets (Ma et al. 2023, "DeepCache: Accelerating Diffusion Models for Free").
+
+Every ``interval``-th denoiser call runs the whole UNet and keeps the outputs of its deep
+modules; the calls in between recompute only the shallow branch (``conv_in``, the first
+layers of the skip path, the last layers of the outermost up block and ``conv_out``) and reuse
+the kept deep features. ``branch`` picks how deep the recomputed branch goes (0 = shallowest),
+numbered like the ``deepcache`` package: layer ``branch % 3`` of block ``branch // 3``.
+
+Written here rather than taken from the ``deepcache`` package (which tests use as the oracle)
+because that package assigns ``forward`` on modules directly, finds the step with a host sync
+(``timestep.item()`` and a list search, wrong for repeated timesteps), and keeps its state
+outside the job. Here: diffusers ``HookRegistry`` hooks on the instance, a Python call counter
+(no sync, any scheduler), a full recompute whenever the batch shape changes, and ``reset()``
+per job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+
+from genaccel.accel.base import technique
+
+HOOK = "genaccel_deepcache"
+
+
+@dataclass(frozen=True)
+class DeepCacheConfig:
+    """Args:
+        interval: run the full UNet every ``interval`` calls (1 = never reuse).
+        branch: depth of the recomputed branch, 0 = shallowest (fastest).
+    """
+
+    interval: int = 3
+    branch: int = 0
+    name: ClassVar[str] = "deepcache"
+    families: ClassVar[tuple[str, ...]] = ("sd-unet", "sdxl-unet")
+    alternatives: ClassVar[dict[str, str]] = {
+        "image-dit": "use a DiT cache instead: first-block cache, PAB, TaylorSeer or MagCache",
+    }
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.interval <= 50:
+            raise ValueError(f"interval={self.interval} must be between 1 and 50")
+        if not 0 <= self.branch <= 11:
+            raise ValueError(f"branch={self.branch} must be between 0 and 11")
+
+
+@dataclass
+class _State:
+    calls: int = 0
+    reuse: bool = False
+    shape: tuple[int, ...] | None = None
+    outputs: dict[int, Any] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.calls, self.reuse, self.shape = 0, False, None
+        self.outputs.clear()
+
+
+class _StepHook(ModelHook):
+    """On the UNet: decides, per call, whether the deep modules run or reuse their outputs."""
+
+    def __init__(self, state: _State, interval: int) -> None:
+        super().__init__()
+        self.state, self.interval = state, interval
+
+    def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        sample = args[0] if args else kwargs["sample"]
+        shape = tuple(sample.shape)
+        s = self.state
+        s.reuse = s.calls % self.interval != 0 and s.shape == shape and bool(s.outputs)
+        if not s.reuse:
+            s.outputs.clear()
+            s.shape = shape
+        s.calls += 1
+        return args, kwargs
+
+
+class _ReuseHook(ModelHook):
+    """On one deep module: returns its kept output on reuse calls, keeps it on full calls."""
+
+    def __init__(self, state: _State, key: int) -> None:
+        super().__init__()
+        self.state, self.key = state, key
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if self.state.reuse:
+            return self.state.outputs[self.key]
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        self.state.outputs[self.key] = output
+        return output
+
+
+def _deep_modules(unet: Any, branch: int) -> list[torch.nn.Module]:
+    """The modules whose work is reused, by the same rule as the ``deepcache`` package."""
+    block_id, layer_id = branch // 3, branch % 3
+    chosen: list[torch.nn.Module] = []
+
+    def down_skipped(block_i: int, layer_i: int) -> bool:
+        return block_i > block_id or (block_i == block_id and layer_i >= layer_id)
+
+    def up_skipped(block_i: int, layer_i: int) -> bool:
+        return block_i > block_id or (block_i == block_id and layer_i > layer_id)
+
+    for block_i, block in enumerate(unet.down_blocks):
+        if down_skipped(block_i, 0):
+            chosen.append(block)
+            continue
+        resnets = list(getattr(block, "resnets", []) or [])
+        for layer_i, mod in [*enumerate(getattr(block, "attentions", []) or []), *enumerate(resnets)]:
+            if down_skipped(block_i, layer_i):
+                chosen.append(mod)
+        for mod in getattr(block, "downsamplers", None) or []:
+            if down_skipped(block_i, len(resnets)):
+                chosen.append(mod)
+    chosen.append(unet.mid_block)
+    count = len(unet.up_blocks)
+    for index, block in enumerate(unet.up_blocks):
+        block_i = count - index - 1  # 0 = outermost (last) up block
+        if up_skipped(block_i, 0):
+            chosen.append(block)
+            continue
+        layers = len(getattr(block, "resnets", []) or [])
+        for layer_index, mod in [*enumerate(getattr(block, "attentions", []) or []),
+                                 *enumerate(getattr(block, "resnets", []) or [])]:
+            if up_skipped(block_i, layers - layer_index - 1):
+                chosen.append(mod)
+    return chosen
+
+
+class DeepCacheHandle:
+    def __init__(self, unet: Any, modules: list[torch.nn.Module], state: _State) -> None:
+        self.unet, self.modules, self.state = unet, modules, state
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    def remove(self) -> None:
+        for module in [self.unet, *self.modules]:
+            registry = getattr(module, "_diffusers_hook", None)
+            if registry is None:
+                continue
+            registry.remove_hook(HOOK, recurse=False)
+            if not registry.hooks:  # leave the module as it was: no instance forward, no registry
+                module.__dict__.pop("forward", None)
+                del module._diffusers_hook
+        self.state.reset()
+
+
+@technique(DeepCacheConfig)
+def apply_deepcache(pipe: Any, config: DeepCacheConfig) -> DeepCacheHandle:
+    unet = pipe.unet
+    registry = HookRegistry.check_if_exists_or_initialize(unet)
+    if registry.get_hook(HOOK) is not None:
+        raise ValueError("DeepCache is already enabled on this UNet; remove it first")
+    state = _State()
+    modules = _deep_modules(unet, config.branch)
+    registry.register_hook(_StepHook(state, config.interval), HOOK)
+    for key, module in enumerate(modules):
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(_ReuseHook(state, key), HOOK)
+    return DeepCacheHandle(unet, modules, state)
