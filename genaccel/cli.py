@@ -36,6 +36,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
     logging.basicConfig(level=logging.WARNING, format="genaccel: %(levelname)s: %(message)s")
@@ -296,6 +297,65 @@ def bench(
     write_outputs(result, out, out.with_suffix(".md"), out.with_suffix(".png"))
     _out(markdown_table(result["rows"]))
     _err(f"genaccel: wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+
+
+@app.command()
+def distill(
+    teacher: Annotated[str, typer.Option("--teacher", help="Teacher model (name, folder or cached hub id).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Student folder (default: GENACCEL_HOME/models/NAME).")]
+    = None,
+    mode: Annotated[str, typer.Option("--mode", help="lcm (few-step) or guidance (one pass instead of CFG's two).")]
+    = "lcm",
+    steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch", help="Training batch size.")] = 16,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 2e-4,
+    data: Annotated[int, typer.Option("--data", help="Reference-generator images to train on.")] = 4000,
+    prompts_file: Annotated[Path | None, typer.Option("--prompts", help="Train on teacher samples of these "
+                                                      "prompts (one a line) instead.")] = None,
+    work: Annotated[Path | None, typer.Option("--work", help="Checkpoints (resume by running again).")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Distil a few-step (LCM) or guidance-free student from a teacher; it loads as a model name."""
+    _quiet_libraries()
+    import time as _time
+
+    import torch
+
+    from genaccel.errors import InvalidRequest
+    from genaccel.training.common import training_progress, write_log
+    from genaccel.training.distill import DistillConfig
+    from genaccel.training.distill import distill as run_distill
+    from pipelines.loader import load_pipeline, resolve_device
+    from pipelines.registry import ModelRegistry
+
+    if mode not in ("lcm", "guidance"):
+        raise InvalidRequest("mode", mode, "no such distillation mode", "use --mode lcm or --mode guidance")
+    if not 1 <= steps <= 1_000_000 or not 1 <= batch_size <= 1024:
+        raise InvalidRequest("steps" if steps < 1 else "batch", steps if steps < 1 else batch_size,
+                             "must be positive", "pass --steps and --batch of at least 1")
+    prompts = None
+    if prompts_file is not None:
+        if not prompts_file.is_file():
+            raise GenAccelError(f"--prompts {prompts_file} does not exist; fix: pass a text file, one prompt a line")
+        prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise GenAccelError(f"--prompts {prompts_file} holds no prompt; fix: one prompt a line")
+    settings = Settings()
+    registry = ModelRegistry(settings)
+    info = registry.resolve(teacher)
+    name = f"{info.name.replace('/', '--')}-{mode}"
+    out = out or settings.home / "models" / name
+    work = work or Path("runs") / f"distill-{name}"
+    device = resolve_device(settings.device)
+    pipe = load_pipeline(info, device, torch.float32)  # train in fp32; the student is saved in fp16
+    config = DistillConfig(mode=mode, steps=steps, batch=batch_size, lr=lr, seed=seed)  # type: ignore[arg-type]
+    started = _time.time()
+    progress, close = training_progress()
+    losses = run_distill(pipe, info.name, out, work, config, data=data, prompts=prompts, progress=progress)
+    close()
+    write_log(out / "train_log.json", started, teacher=info.name, final_loss=losses[-1] if losses else None)
+    _out(str(out))
+    _err(f"genaccel: student saved; render it with: genaccel render PROMPT --model {out}")
 
 
 @app.command()

@@ -41,7 +41,11 @@ def load_pipeline(info: ModelInfo, device: torch.device, dtype: torch.dtype) -> 
             pipe = pipe.to(dtype=dtype)
     else:
         from diffusers import DiffusionPipeline
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
 
+        diffusers_logging.disable_progress_bar()  # job progress is ours; no loader bars in logs
+        transformers_logging.disable_progress_bar()
         try:
             pipe = DiffusionPipeline.from_pretrained(
                 info.location, torch_dtype=dtype, use_safetensors=True, local_files_only=True,

@@ -156,11 +156,13 @@ class ModelRegistry:
 
     # -- folders ---------------------------------------------------------------------------
     def _folder_models(self) -> dict[str, Path]:
+        """Pipeline folders served by folder name: ``Settings.model_dirs``, ``home/models`` (where
+        ``genaccel distill`` writes by default) and the non-reference folders of ``assets/``."""
         found: dict[str, Path] = {}
-        for root in self.settings.model_dirs:
+        for root in [*self.settings.model_dirs, self.settings.home / "models", ASSETS]:
             if Path(root).is_dir():
                 for sub in sorted(Path(root).iterdir()):
-                    if (sub / "model_index.json").is_file():
+                    if (sub / "model_index.json").is_file() and sub.name not in self._builtins:
                         found.setdefault(sub.name, sub)
         return found
 
@@ -172,8 +174,15 @@ class ModelRegistry:
         if modality == "unknown":
             raise UnknownModel("model", name, f"its pipeline class {cls} is not a text-to-image pipeline "
                                "genaccel serves yet", "use a Stable Diffusion, SDXL, SD3, PixArt, Flux or SANA model")
-        return ModelInfo(name, modality, family_of(cls, components), source, str(path), cls,
-                         defaults_from_folder(path, components), f"{cls} from {path}")
+        defaults = defaults_from_folder(path, components)
+        card = model_card(path)
+        if card.get("defaults"):
+            given = {k: v for k, v in card["defaults"].items() if v is not None}
+            defaults = ModelDefaults(**{**vars(defaults), **given})
+        description = f"{cls} from {path}"
+        if card.get("distilled_from"):
+            description = f"{card['mode']} student of {card['distilled_from']} ({path})"
+        return ModelInfo(name, modality, family_of(cls, components), source, str(path), cls, defaults, description)
 
     # -- hub cache -------------------------------------------------------------------------
     def _hub_info(self, repo_id: str) -> ModelInfo:
@@ -206,6 +215,14 @@ class ModelRegistry:
             except Exception:
                 continue
         return infos
+
+
+def model_card(path: Path) -> dict[str, Any]:
+    """``genaccel.json`` beside ``model_index.json``: defaults and provenance written by our tools."""
+    try:
+        return dict(json.loads((path / "genaccel.json").read_text()))
+    except (OSError, json.JSONDecodeError, TypeError):
+        return {}
 
 
 def check_pipeline_folder(path: Path) -> dict[str, Any]:

@@ -23,6 +23,15 @@ from pipelines.registry import ModelRegistry
 log = logging.getLogger(__name__)
 
 
+def guidance_warnings(pipe: Any) -> list[str]:
+    """Say out loud when a model ignores parts of the request (guidance-embedded students)."""
+    unet = getattr(pipe, "unet", None)
+    if unet is not None and unet.config.get("time_cond_proj_dim") is not None:
+        return ["guidance is embedded in this model: guidance_scale conditions one denoiser pass per step "
+                "(no classifier-free guidance) and negative_prompt is ignored"]
+    return []
+
+
 class JobRunner:
     """Callable the dispatcher hands each claimed job to. Owns the worker's model cache."""
 
@@ -66,7 +75,7 @@ class JobRunner:
                 applied = techniques.describe()
                 self.store.update_metadata(job.id, {"scheduler": scheduler, "device": str(self.device),
                                                     "dtype": str(self.dtype).removeprefix("torch."),
-                                                    "techniques": applied})
+                                                    "techniques": applied, "warnings": guidance_warnings(pipe)})
                 techniques.reset()
                 t1 = time.perf_counter()
                 images = generate_images(pipe, request, self._on_step(job.id))

@@ -68,8 +68,6 @@ def training_cli(doc: str, out: str, work: str) -> tuple[Any, Any, Any]:
     """
     import argparse
 
-    from tqdm import tqdm
-
     class Parser(argparse.ArgumentParser):
         def parse_args(self, *a: Any, **kw: Any) -> Any:  # type: ignore[override]
             args = super().parse_args(*a, **kw)
@@ -86,6 +84,15 @@ def training_cli(doc: str, out: str, work: str) -> tuple[Any, Any, Any]:
     p.add_argument("--data", type=int, default=20000, help="training images (latents cached)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    progress, close = training_progress()
+    return p, progress, close
+
+
+def training_progress() -> tuple[Any, Any]:
+    """``(progress, close)``: ``progress(stage)`` gives a ``(step, total, loss)`` callback that drives
+    one tqdm bar per stage; ``close()`` closes them."""
+    from tqdm import tqdm
+
     bars: dict[str, Any] = {}
 
     def progress(stage: str) -> Any:
@@ -101,4 +108,4 @@ def training_cli(doc: str, out: str, work: str) -> tuple[Any, Any, Any]:
         for bar in bars.values():
             bar.close()
 
-    return p, progress, close
+    return progress, close

@@ -1,0 +1,72 @@
+"""`genaccel distill`: an LCM and a guidance student from the tiny teacher, loadable by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from genaccel.cli import main
+from genaccel.errors import InvalidRequest
+from genaccel.training.distill import DistillConfig, Distiller, guidance_embedding, make_student
+
+
+def test_student_starts_as_the_teacher(tiny_sd) -> None:  # type: ignore[no-untyped-def]
+    student = make_student(tiny_sd.unet)
+    x, t, cond = torch.randn(2, 4, 8, 8), torch.tensor([10, 500]), torch.randn(2, 77, 16)
+    with torch.no_grad():
+        expected = tiny_sd.unet(x, t, cond).sample
+        got = student(x, t, cond, timestep_cond=guidance_embedding(torch.tensor([7.5, 3.0]))).sample
+    assert torch.allclose(expected, got, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["lcm", "guidance"])
+def test_loss_is_finite_and_trains(tiny_sd, mode: str) -> None:  # type: ignore[no-untyped-def]
+    distiller = Distiller(tiny_sd, DistillConfig(mode=mode, batch=2))  # type: ignore[arg-type]
+    cond = distiller._embed(["a red circle", "a blue square"])
+    loss = distiller.loss(torch.randn(2, 4, 8, 8), cond, distiller._embed([""]).expand_as(cond),
+                          torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert distiller.student.time_embedding.cond_proj.weight.grad is not None
+    assert all(p.grad is None for p in tiny_sd.unet.parameters())  # the teacher stays frozen
+
+
+@pytest.mark.slow
+def test_distill_command_makes_a_model_that_renders(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                     isolated_home: Path) -> None:
+    args = ["distill", "--teacher", "tiny-sd", "--steps", "2", "--batch", "2", "--data", "16",
+            "--work", str(tmp_path / "work")]
+    assert main(args) == 0, capsys.readouterr().err
+    out = Path(capsys.readouterr().out.strip())
+    assert out == isolated_home / "models" / "tiny-sd-lcm"
+    card = json.loads((out / "genaccel.json").read_text())
+    assert card["defaults"]["steps"] == 4 and card["distilled_from"] == "tiny-sd"
+    assert (out / "loss_curve.png").is_file() and (out / "train_log.json").is_file()
+    assert main(args) == 0  # resuming a finished run saves the same student again
+    capsys.readouterr()
+    code = main(["render", "a red circle", "--model", "tiny-sd-lcm", "--negative", "blue", "--json",
+                 "--out", str(tmp_path / "png")])
+    job = json.loads(capsys.readouterr().out)
+    assert code == 0 and job["state"] == "succeeded"
+    assert job["request"]["params"]["steps"] == 4 and job["metadata"]["scheduler"] == "LCMScheduler"
+    assert "negative_prompt is ignored" in job["metadata"]["warnings"][0]
+
+
+def test_distill_refusals(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["distill", "--teacher", "tiny-sd", "--mode", "magic"]) == 2
+    assert "mode='magic' is invalid: no such distillation mode" in capsys.readouterr().err
+    assert main(["distill", "--teacher", "tiny-dit", "--steps", "1", "--work", str(tmp_path)]) == 2
+    assert "trains UNet students only" in capsys.readouterr().err
+    assert main(["distill", "--teacher", "tiny-sd", "--prompts", str(tmp_path / "none.txt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_guidance_distilled_teacher_is_refused(tiny_sd) -> None:  # type: ignore[no-untyped-def]
+    class Wrapped:
+        unet = make_student(tiny_sd.unet)
+
+    with pytest.raises(InvalidRequest, match="already guidance-distilled"):
+        Distiller(Wrapped(), DistillConfig())

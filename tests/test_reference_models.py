@@ -1,0 +1,44 @@
+"""The shipped reference models draw what the prompt asks for (as the evaluator reads it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genaccel.metrics.evaluator import Evaluator
+from genaccel.settings import Settings
+from genaccel.spec import JobRequest
+from pipelines.engine import LocalEngine
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["shapes-sd", "shapes-dit"])
+def test_readme_prompt_gives_a_blue_circle(model: str, tmp_path: Path) -> None:
+    if not (ASSETS / model / "model_index.json").is_file():
+        pytest.skip(f"{model} is not shipped yet")
+    settings = Settings(home=tmp_path / "home", default_model=model)
+    with LocalEngine(settings) as engine:
+        job = engine.submit(JobRequest.from_flat({"prompt": "a blue circle on a white background", "seed": 0,
+                                                  "num_outputs": 4}), output_dir=tmp_path)
+        (done,) = engine.wait([job.id])
+    assert done.state == "succeeded", done.error
+    assert done.request.params.steps == 50 and done.request.model == model
+    from PIL import Image
+
+    images = np.stack([np.asarray(Image.open(a.path).convert("RGB")) for a in done.artifacts])
+    predictions = Evaluator.load(ASSETS / "evaluator").predict(images)
+    hits = [p["shape"] == "circle" and p["colour"] == "blue" and p["background"] == "white" for p in predictions]
+    assert sum(hits) >= 3, predictions
+
+
+def test_default_model_is_shapes_sd_when_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.registry import ModelRegistry
+
+    monkeypatch.delenv("GENACCEL_DEFAULT_MODEL")
+    registry = ModelRegistry(Settings(home=tmp_path))
+    expected = "shapes-sd" if (ASSETS / "shapes-sd" / "model_index.json").is_file() else "tiny-sd"
+    assert registry.default_model("image") == expected
