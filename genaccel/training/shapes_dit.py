@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ShapesDiTConfig:
-    layers: int = 6
+    layers: int = 8
     heads: int = 4
     head_dim: int = 32
     patch_size: int = 2
