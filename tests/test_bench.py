@@ -75,3 +75,12 @@ def test_two_row_bench_writes_json_markdown_and_plot(capsys: pytest.CaptureFixtu
     assert "| tiny-sd | off |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert "| model | profile |" in captured.out
+
+
+def test_technique_variants() -> None:
+    m = parse_matrix({"models": ["tiny-sd"], "profiles": [
+        "off", "deepcache", {"name": "dc2", "techniques": [{"name": "deepcache", "options": {"interval": 2}}]}]})
+    rows = m.rows()
+    assert [r.label for r in rows] == ["off", "deepcache", "dc2"]
+    assert [r.profile for r in rows] == ["off", "off", "off"]
+    assert rows[1].techniques[0].name == "deepcache" and rows[2].techniques[0].options == {"interval": 2}

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from genaccel.errors import BadInputFile, GenAccelError, InvalidRequest
+from genaccel.spec import TechniqueSpec
 
 SIZE = re.compile(r"^(\d+)x(\d+)$")
 
@@ -25,6 +26,15 @@ class QualitySpec(BaseModel):
     seed: int = Field(1234, ge=0, le=2**32 - 1)
 
 
+class Variant(BaseModel):
+    """A row label with an explicit technique list (on top of the ``off`` profile)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    profile: str = "off"
+    techniques: list[TechniqueSpec] = Field(default_factory=list)
+
+
 class BenchMatrix(BaseModel):
     """Rows are the product models x sizes x batch x profiles x steps, in that order. The first
     profile at the first step count is each (model, size, batch) group's baseline."""
@@ -32,7 +42,8 @@ class BenchMatrix(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = "bench"
     models: list[str] = Field(min_length=1)
-    profiles: list[str] = Field(default_factory=lambda: ["off"], min_length=1)
+    profiles: list[str | Variant] = Field(default=["off"], min_length=1)
+    """Profile names, technique names (default options), or ``{name, profile, techniques}``."""
     steps: list[int | None] = Field(default=[None], min_length=1)
     """``null`` means the model's default step count."""
     sizes: list[str | None] = Field(default=[None], min_length=1)
@@ -66,21 +77,38 @@ class BenchMatrix(BaseModel):
                 raise ValueError(f"batch {n} is outside 1..8")
         return batch
 
+    def variants(self) -> list[Variant]:
+        from genaccel.accel import technique_names
+        from genaccel.profiles import PROFILES
+
+        out = []
+        for entry in self.profiles:
+            if isinstance(entry, Variant):
+                out.append(entry)
+            elif entry in PROFILES or entry not in technique_names():
+                out.append(Variant(name=entry, profile=entry))
+            else:
+                out.append(Variant(name=entry, techniques=[TechniqueSpec(name=entry)]))
+        return out
+
     def rows(self) -> list[BenchRow]:
         out = []
-        for model, size, batch, profile, steps in itertools.product(
-            self.models, self.sizes, self.batch, self.profiles, self.steps
+        variants = self.variants()
+        for model, size, batch, variant, steps in itertools.product(
+            self.models, self.sizes, self.batch, variants, self.steps
         ):
             width, height = (int(v) for v in size.split("x")) if size else (None, None)
-            out.append(BenchRow(model, profile, steps, width, height, batch,
-                                baseline=(profile == self.profiles[0] and steps == self.steps[0])))
+            out.append(BenchRow(model, variant.name, variant.profile, tuple(variant.techniques), steps, width,
+                                height, batch, baseline=(variant == variants[0] and steps == self.steps[0])))
         return out
 
 
 @dataclass(frozen=True)
 class BenchRow:
     model: str
+    label: str
     profile: str
+    techniques: tuple[TechniqueSpec, ...]
     steps: int | None
     width: int | None
     height: int | None

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from genaccel.accel import TechniqueSet, apply_techniques
 from genaccel.bench.matrix import BenchMatrix, BenchRow
 from genaccel.bench.measure import DenoiserCounter, PeakMemory
 from genaccel.settings import Settings
@@ -37,7 +38,8 @@ def machine() -> str:
 
 def _request(row: BenchRow, prompt: str, seed: int, count: int = 1) -> JobRequest:
     flat: dict[str, Any] = {"prompt": prompt, "model": row.model, "profile": row.profile, "seed": seed,
-                            "num_outputs": count, "steps": row.steps, "width": row.width, "height": row.height}
+                            "num_outputs": count, "steps": row.steps, "width": row.width, "height": row.height,
+                            "techniques": [t.model_dump() for t in row.techniques]}
     return JobRequest.from_flat(flat)
 
 
@@ -63,9 +65,8 @@ class QualityData:
 def run_matrix(matrix: BenchMatrix, settings: Settings, *, command: str = "",
                progress: Progress | None = None, chunk: int = 16) -> dict[str, Any]:
     """Validate every row, then measure them; returns ``{"meta": ..., "rows": [...]}``."""
-    from pipelines.image import generate_images
     from pipelines.loader import load_pipeline, resolve_device, resolve_dtype
-    from pipelines.prepare import prepare_request
+    from pipelines.prepare import prepare_request, technique_configs
     from pipelines.registry import ModelRegistry
 
     say = progress or (lambda _: None)
@@ -79,44 +80,26 @@ def run_matrix(matrix: BenchMatrix, settings: Settings, *, command: str = "",
     baseline_images: dict[tuple[Any, ...], np.ndarray] = {}
     results = []
     for n, (row, (request, info)) in enumerate(zip(rows, prepared, strict=True), 1):
-        label = f"[{n}/{len(rows)}] {row.model} {row.profile} {request.params.steps} steps"
+        label = f"[{n}/{len(rows)}] {row.model} {row.label} {request.params.steps} steps"
         if info.name not in pipes:
             say(f"{label}: loading {info.name}")
             pipes = {info.name: load_pipeline(info, device, dtype)}  # one model in memory at a time
         pipe = pipes[info.name]
         if quality is not None:
             request = request.model_copy(update={"prompt": quality.prompts[0]})
-        techniques: list[str] = []
-        for _ in range(matrix.warmup):
-            generate_images(pipe, request, lambda s, t: None)
-        latencies = []
-        with PeakMemory() as memory, DenoiserCounter(pipe) as counter:
-            for i in range(matrix.repeats):
-                say(f"{label}: timing {i + 1}/{matrix.repeats}")
-                start = time.perf_counter()
-                generate_images(pipe, request, lambda s, t: None)
-                latencies.append(time.perf_counter() - start)
-        steps = request.params.steps or 1
-        record: dict[str, Any] = {
-            "model": info.name, "profile": row.profile, "techniques": techniques, "steps": steps,
-            "width": request.params.width, "height": request.params.height, "batch": row.batch,
-            "guidance_scale": request.params.guidance_scale, "baseline": row.baseline,
-            "latency_s": statistics.median(latencies), "latency_s_min": min(latencies),
-            "latency_s_max": max(latencies),
-            "denoiser_evals": counter.samples / (matrix.repeats * row.batch),
-            "s_per_step": statistics.median(latencies) / steps,
-            "peak_rss_mb": round(memory.peak_rss / 2**20, 1),
-            "peak_vram_mb": round(memory.peak_vram / 2**20, 1) if memory.peak_vram is not None else None,
-            "prompt_accuracy": None, "fd": None, "psnr": None, "ssim": None,
-        }
-        if quality is not None:
-            total = len(quality.prompts)
+        applied = apply_techniques(pipe, technique_configs(request))
+        try:
+            record = _measure(pipe, request, row, matrix, applied, label, say)
+            if quality is not None:
+                total = len(quality.prompts)
 
-            def quality_progress(i: int, label: str = label, total: int = total) -> None:
-                say(f"{label}: quality {i}/{total}")
+                def quality_progress(i: int, label: str = label, total: int = total) -> None:
+                    say(f"{label}: quality {i}/{total}")
 
-            record.update(_quality(pipe, request, quality, row, baseline_images, chunk, quality_progress,
-                                   generate_images))
+                record.update(_quality(pipe, request, quality, row, baseline_images, chunk, quality_progress,
+                                       applied))
+        finally:
+            applied.remove()
         results.append(record)
     for record, row in zip(results, rows, strict=True):
         base = next(r for r, rr in zip(results, rows, strict=True) if rr.group == row.group and rr.baseline)
@@ -133,10 +116,43 @@ def run_matrix(matrix: BenchMatrix, settings: Settings, *, command: str = "",
     return {"meta": meta, "rows": results}
 
 
+def _measure(pipe: Any, request: JobRequest, row: BenchRow, matrix: BenchMatrix, applied: TechniqueSet,
+             label: str, say: Progress) -> dict[str, Any]:
+    from pipelines.image import generate_images
+
+    def call() -> None:
+        applied.reset()
+        generate_images(pipe, request, lambda s, t: None)
+
+    for _ in range(matrix.warmup):
+        call()
+    latencies = []
+    with PeakMemory() as memory, DenoiserCounter(pipe) as counter:
+        for i in range(matrix.repeats):
+            say(f"{label}: timing {i + 1}/{matrix.repeats}")
+            start = time.perf_counter()
+            call()
+            latencies.append(time.perf_counter() - start)
+    steps = request.params.steps or 1
+    return {
+        "model": row.model, "profile": row.label, "techniques": [c["name"] for c in applied.describe()],
+        "steps": steps, "width": request.params.width, "height": request.params.height, "batch": row.batch,
+        "guidance_scale": request.params.guidance_scale, "baseline": row.baseline,
+        "latency_s": statistics.median(latencies), "latency_s_min": min(latencies),
+        "latency_s_max": max(latencies),
+        "denoiser_evals": counter.samples / (matrix.repeats * row.batch),
+        "s_per_step": statistics.median(latencies) / steps,
+        "peak_rss_mb": round(memory.peak_rss / 2**20, 1),
+        "peak_vram_mb": round(memory.peak_vram / 2**20, 1) if memory.peak_vram is not None else None,
+        "prompt_accuracy": None, "fd": None, "psnr": None, "ssim": None,
+    }
+
+
 def _quality(pipe: Any, request: JobRequest, data: QualityData, row: BenchRow,
              baselines: dict[tuple[Any, ...], np.ndarray], chunk: int, say: Callable[[int], None],
-             generate: Callable[..., Any]) -> dict[str, Any]:
+             applied: TechniqueSet) -> dict[str, Any]:
     from genaccel.metrics.quality import frechet_distance, prompt_accuracy, psnr, ssim
+    from pipelines.image import generate_images
 
     images = []
     for start in range(0, len(data.prompts), chunk):
@@ -144,7 +160,9 @@ def _quality(pipe: Any, request: JobRequest, data: QualityData, row: BenchRow,
         prompts = data.prompts[start:start + chunk]
         seeded = request.model_copy(update={"params": request.params.model_copy(
             update={"seed": request.params.seed + start, "num_outputs": 1})})  # type: ignore[operator]
-        images += [np.asarray(im.convert("RGB")) for im in generate(pipe, seeded, lambda s, t: None, prompts=prompts)]
+        applied.reset()
+        images += [np.asarray(im.convert("RGB"))
+                   for im in generate_images(pipe, seeded, lambda s, t: None, prompts=prompts)]
     stack = np.stack(images)
     out: dict[str, Any] = {
         "prompt_accuracy": prompt_accuracy(data.evaluator, stack, data.prompts),
