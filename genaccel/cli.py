@@ -72,6 +72,22 @@ Frames = Annotated[int | None, typer.Option("--frames", help="Video frames.")]
 Fps = Annotated[float | None, typer.Option("--fps", help="Video frames per second.")]
 Duration = Annotated[float | None, typer.Option("--duration", help="Audio length in seconds.")]
 Priority = Annotated[int | None, typer.Option("--priority", help="0..9, higher runs sooner.")]
+Technique = Annotated[list[str] | None, typer.Option("--technique", "-t", help="NAME or NAME:key=value,... "
+                                                     "(repeatable), e.g. deepcache:interval=3")]
+
+
+def parse_technique_option(text: str) -> dict[str, Any]:
+    """``deepcache:interval=3,branch=0`` -> ``{"name": "deepcache", "options": {...}}``."""
+    name, _, rest = text.partition(":")
+    options: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise GenAccelError(f"--technique {text!r} is invalid: {item!r} is not key=value; "
+                                "fix: write e.g. deepcache:interval=3,branch=0")
+        options[key.strip()] = json.loads(value) if value.strip().lstrip("-").replace(".", "", 1).isdigit() \
+            else value.strip()
+    return {"name": name.strip(), "options": options}
 
 
 def _flat(**options: Any) -> dict[str, Any]:
@@ -84,7 +100,7 @@ def render(
     modality: Modality = None, model: Model = None, profile: Profile = None, steps: Steps = None,
     guidance: Guidance = None, seed: Seed = None, width: Width = None, height: Height = None,
     negative: Negative = None, num_outputs: NumOutputs = None, frames: Frames = None, fps: Fps = None,
-    duration: Duration = None, priority: Priority = None,
+    duration: Duration = None, priority: Priority = None, technique: Technique = None,
     init: Annotated[Path | None, typer.Option("--init", help="Init image for image-to-image.")] = None,
     strength: Annotated[float | None, typer.Option("--strength", help="img2img strength (0..1].")] = None,
     from_file: Annotated[Path | None, typer.Option("--from", help="Re-run the request stored in a PNG.")] = None,
@@ -96,7 +112,8 @@ def render(
 
     options = _flat(modality=modality, model=model, profile=profile, steps=steps, guidance=guidance, seed=seed,
                     width=width, height=height, negative=negative, num_outputs=num_outputs, frames=frames, fps=fps,
-                    duration=duration, priority=priority, init=str(init) if init else None, strength=strength)
+                    duration=duration, priority=priority, init=str(init) if init else None, strength=strength,
+                    techniques=[parse_technique_option(t) for t in technique] if technique else None)
     if from_file is not None:
         from genaccel.artifacts import request_from_artifact
 
@@ -151,12 +168,14 @@ def batch(
     modality: Modality = None, model: Model = None, profile: Profile = None, steps: Steps = None,
     guidance: Guidance = None, seed: Seed = None, width: Width = None, height: Height = None,
     negative: Negative = None, num_outputs: NumOutputs = None, priority: Priority = None,
+    technique: Technique = None,
 ) -> None:
     """Render every line of FILE; command-line options are defaults for keys a line leaves out."""
     from genaccel.batch import run_batch
 
     defaults = _flat(modality=modality, model=model, profile=profile, steps=steps, guidance=guidance, seed=seed,
-                     width=width, height=height, negative=negative, num_outputs=num_outputs, priority=priority)
+                     width=width, height=height, negative=negative, num_outputs=num_outputs, priority=priority,
+                     techniques=[parse_technique_option(t) for t in technique] if technique else None)
     settings = Settings()
     tty = sys.stderr.isatty()
     with _engine(settings) as engine:

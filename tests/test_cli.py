@@ -174,3 +174,17 @@ def test_batch_killed_then_resumed_loses_nothing_and_renders_nothing_twice(tmp_p
     assert f"{len(before)} already done" in done.stderr
     pngs = sorted(out_dir.glob("*.png"))
     assert len(pngs) == 6 and sorted(Path(p) for r in after.values() for p in r["artifacts"]) == pngs
+
+
+def test_technique_option(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from genaccel.cli import parse_technique_option
+
+    assert parse_technique_option("deepcache:interval=3,branch=1") == {
+        "name": "deepcache", "options": {"interval": 3, "branch": 1}}
+    code, _, err = run(capsys, "render", "a cat", "-t", "deepcache:interval")
+    assert code == 2 and "'interval' is not key=value" in err
+    code, _, err = run(capsys, "render", "a cat", "--model", "tiny-dit", "-t", "deepcache")
+    assert code == 2 and "does not fit the image-dit denoiser family" in err
+    code, out, _ = run(capsys, "render", "a cat", "--steps", "3", "-t", "deepcache:interval=2", "--json",
+                       "--out", str(tmp_path))
+    assert code == 0 and json.loads(out)["metadata"]["techniques"][0]["interval"] == 2
