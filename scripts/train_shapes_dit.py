@@ -26,10 +26,12 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     train_shapes_dit(args.out, args.work, vae_steps=args.vae_steps, steps=args.unet_steps, batch=args.batch,
-                     data=args.data, seed=args.seed, vae_from=args.vae_from, progress=progress)
+                     data=args.data, seed=args.seed, vae_from=args.vae_from, progress=progress,
+                     offset_noise=args.offset_noise, offset_from=args.offset_from)
     close()
     write_log(args.out / "train_log.json", started, vae_steps=args.vae_steps, steps=args.unet_steps,
-              batch=args.batch, data=args.data, seed=args.seed, vae_from=str(args.vae_from))
+              batch=args.batch, data=args.data, seed=args.seed, vae_from=str(args.vae_from),
+              offset_noise=args.offset_noise, offset_from=args.offset_from)
     print(f"saved {args.out} in {time.time() - started:.0f} s")
 
 

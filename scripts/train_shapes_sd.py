@@ -24,10 +24,12 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     train_shapes_sd(args.out, args.work, vae_steps=args.vae_steps, unet_steps=args.unet_steps, batch=args.batch,
-                    data=args.data, seed=args.seed, progress=progress)
+                    data=args.data, seed=args.seed, progress=progress,
+                    offset_noise=args.offset_noise, offset_from=args.offset_from)
     close()
     write_log(args.out / "train_log.json", started, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
-              batch=args.batch, data=args.data, seed=args.seed)
+              batch=args.batch, data=args.data, seed=args.seed,
+              offset_noise=args.offset_noise, offset_from=args.offset_from)
     print(f"saved {args.out} in {time.time() - started:.0f} s")
 
 

@@ -66,6 +66,21 @@ def train_vae(vae: AutoencoderKL, steps: int, batch: int, seed: int, ckpt: Path,
 
 
 @torch.no_grad()
+def vae_report(vae: AutoencoderKL, evaluator_dir: Path, count: int = 256, seed: int = 12345) -> dict[str, float]:
+    """Per-attribute evaluator accuracy on VAE reconstructions of fresh images: a denoiser cannot
+    draw what the VAE cannot reconstruct, so check this before training one."""
+    from genaccel.metrics.evaluator import Evaluator
+    from genaccel.refdata.shapes import ATTRIBUTES
+
+    images, specs = make_dataset(count, seed, split="all")
+    recon = vae.decode(vae.encode(to_pixels(images)).latent_dist.mean).sample
+    pixels = ((recon.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    predictions = Evaluator.load(evaluator_dir).predict(pixels)
+    return {attr: float(np.mean([p[attr] == getattr(s, attr) for p, s in zip(predictions, specs, strict=True)]))
+            for attr in ATTRIBUTES}
+
+
+@torch.no_grad()
 def encode_dataset(vae: AutoencoderKL, count: int, seed: int, split: str = "train",
                    chunk: int = 256) -> tuple[torch.Tensor, list[ShapeSpec]]:
     """Latent means of ``count`` generated images, unscaled, (N, 4, 16, 16)."""
@@ -83,12 +98,17 @@ def train_denoiser(
     denoiser: torch.nn.Module, text_encoder: torch.nn.Module, tokenizer: Any, forward: Forward,
     latents: torch.Tensor, captions: list[str], steps: int, batch: int, seed: int,
     ckpt: Path, lr: float = 5e-4, cfg_dropout: float = 0.1, snr_gamma: float = 5.0,
-    progress: Progress | None = None,
+    offset_noise: float = 0.0, offset_from: int = 0, progress: Progress | None = None,
 ) -> tuple[list[float], EMAModel]:
     """Train a denoiser and its text encoder together on scaled latents: epsilon prediction,
     min-SNR weighting, caption dropout (for CFG), EMA; resumable from ``ckpt``.
 
     ``forward(denoiser, text_encoder, noisy, t, tokens)`` returns the predicted noise.
+
+    ``offset_noise`` (from step ``offset_from`` on) adds a per-sample, per-channel constant to
+    the noise (Guttenberg 2023, "Diffusion with offset noise"): with SD's schedule the last step
+    still leaks the image's mean colour, so without it the model learns to read colour from that
+    leak instead of from the prompt, and samples drawn from pure noise get the wrong colours.
     """
     scheduler = noise_scheduler()
     params = [*denoiser.parameters(), *text_encoder.parameters()]
@@ -120,6 +140,8 @@ def train_denoiser(
         x0 = latents[idx]
         tokens = torch.where(drop[:, None], empty[None], ids[idx])
         noise = torch.randn_like(x0)
+        if offset_noise and step >= offset_from:
+            noise = noise + offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,))
         noisy = scheduler.add_noise(x0, noise, t)
         pred = forward(denoiser, text_encoder, noisy, t, tokens)

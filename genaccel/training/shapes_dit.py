@@ -17,7 +17,7 @@ from transformers import T5Config, T5EncoderModel
 
 from genaccel.training.common import plot_loss
 from genaccel.training.latent_diffusion import Progress, cached_latents, train_denoiser, train_vae
-from genaccel.training.shapes_sd import ShapesSDConfig, build_components, caption_words
+from genaccel.training.shapes_sd import ShapesSDConfig, build_components, caption_words, check_vae
 from pipelines.tokenizers import word_t5_tokenizer
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def assemble_dit_pipeline(parts: dict[str, Any], vae: AutoencoderKL) -> PixArtAl
 def train_shapes_dit(
     out: Path, work: Path, *, vae_steps: int, steps: int, batch: int = 32, data: int = 20000, seed: int = 0,
     vae_from: Path | None = None, cfg: ShapesDiTConfig | None = None,
-    progress: Callable[[str], Progress] | None = None,
+    progress: Callable[[str], Progress] | None = None, offset_noise: float = 0.1, offset_from: int = 0,
 ) -> PixArtAlphaPipeline:
     """Train (or reuse) the VAE, then transformer + T5 encoder; save the pipeline to ``out`` in fp16."""
     cfg = cfg or ShapesDiTConfig()
@@ -83,12 +83,14 @@ def train_shapes_dit(
         vae_losses = train_vae(vae, vae_steps, batch=ShapesSDConfig().vae_batch, seed=seed, ckpt=work / "vae.pt",
                                progress=progress("vae") if progress else None)
     vae.eval()
+    check_vae(vae, work)
     parts = build_dit_components(cfg, seed)
     latents, captions = cached_latents(vae, work, data, seed + 1)
     scale = float(1.0 / latents.flatten().std())
     vae.register_to_config(scaling_factor=scale)
     losses, ema = train_denoiser(parts["transformer"], parts["text_encoder"], parts["tokenizer"], dit_forward,
                                  latents * scale, captions, steps, batch, seed, work / "dit.pt",
+                                 offset_noise=offset_noise, offset_from=offset_from,
                                  progress=progress("dit") if progress else None)
     ema.copy_to([*parts["transformer"].parameters(), *parts["text_encoder"].parameters()])
     pipe = assemble_dit_pipeline(parts, vae)

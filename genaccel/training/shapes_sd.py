@@ -7,6 +7,7 @@ together on cached latents.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from genaccel.refdata.shapes import ATTRIBUTES
 from genaccel.training.common import plot_loss
-from genaccel.training.latent_diffusion import Progress, cached_latents, train_denoiser, train_vae
+from genaccel.training.latent_diffusion import Progress, cached_latents, train_denoiser, train_vae, vae_report
 from pipelines.tokenizers import word_clip_tokenizer
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,24 @@ def assemble_pipeline(parts: dict[str, Any]) -> StableDiffusionPipeline:
     return pipe
 
 
+def check_vae(vae: AutoencoderKL, work: Path) -> dict[str, float]:
+    """Write ``work/vae_report.json`` and warn when reconstructions lose an attribute."""
+    evaluator = Path(__file__).resolve().parents[2] / "assets" / "evaluator"
+    if not (evaluator / "config.json").is_file():
+        return {}
+    report = vae_report(vae, evaluator)
+    (work / "vae_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    weak = {k: v for k, v in report.items() if v < 0.98}
+    if weak:
+        log.warning("VAE reconstructions lose %s (evaluator accuracy); train the VAE longer (--vae-steps) "
+                    "before the denoiser", weak)
+    return report
+
+
 def train_shapes_sd(
     out: Path, work: Path, *, vae_steps: int, unet_steps: int, batch: int = 32, data: int = 20000,
     seed: int = 0, cfg: ShapesSDConfig | None = None, progress: Callable[[str], Progress] | None = None,
+    offset_noise: float = 0.0, offset_from: int = 0,
 ) -> StableDiffusionPipeline:
     """Train both stages (each resumes from ``work``) and save the pipeline to ``out`` in fp16."""
     cfg = cfg or ShapesSDConfig()
@@ -97,12 +113,14 @@ def train_shapes_sd(
     vae_losses = train_vae(parts["vae"], vae_steps, batch=cfg.vae_batch, seed=seed, ckpt=work / "vae.pt",
                            progress=progress("vae") if progress else None)
     plot_loss(vae_losses, work / "vae_loss.png", "shapes-sd VAE")
+    check_vae(parts["vae"], work)
     latents, captions = cached_latents(parts["vae"], work, data, seed + 1)
     scale = float(1.0 / latents.flatten().std())
     parts["vae"].register_to_config(scaling_factor=scale)
     log.info("vae scaling factor %.4f (%.0f s)", scale, time.time() - t0)
     losses, ema = train_denoiser(parts["unet"], parts["text_encoder"], parts["tokenizer"], unet_forward,
                                  latents * scale, captions, unet_steps, batch, seed, work / "unet.pt",
+                                 offset_noise=offset_noise, offset_from=offset_from,
                                  progress=progress("unet") if progress else None)
     ema.copy_to([*parts["unet"].parameters(), *parts["text_encoder"].parameters()])
     pipe = assemble_pipeline(parts)
