@@ -64,9 +64,7 @@ def reference_models(assets: Path = ASSETS) -> dict[str, ModelInfo]:
     for name, (defaults, description) in REFERENCE_MODELS.items():
         path = assets / name
         if (path / "model_index.json").is_file():
-            index = check_pipeline_folder(path)
-            cls = index["_class_name"]
-            components = {k: v for k, v in index.items() if not k.startswith("_")}
+            cls, components = pipeline_parts(path)
             found[name] = ModelInfo(name, "image", family_of(cls, components), "asset", str(path), cls, defaults,
                                     description)
     return found
@@ -167,9 +165,7 @@ class ModelRegistry:
         return found
 
     def _folder_info(self, name: str, path: Path, source: Source = "folder") -> ModelInfo:
-        index = check_pipeline_folder(path)
-        cls = index["_class_name"]
-        components = {k: v for k, v in index.items() if not k.startswith("_")}
+        cls, components = pipeline_parts(path)
         modality = "image" if cls in text_to_image_classes() else "unknown"
         if modality == "unknown":
             raise UnknownModel("model", name, f"its pipeline class {cls} is not a text-to-image pipeline "
@@ -215,6 +211,12 @@ class ModelRegistry:
             except Exception:
                 continue
         return infos
+
+
+def pipeline_parts(path: Path) -> tuple[str, dict[str, Any]]:
+    """The checked pipeline class name and component entries of a pipeline folder."""
+    index = check_pipeline_folder(path)
+    return index["_class_name"], {k: v for k, v in index.items() if not k.startswith("_")}
 
 
 def model_card(path: Path) -> dict[str, Any]:

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from genaccel.metrics.evaluator import Evaluator, to_tensor
 from genaccel.refdata.shapes import ATTRIBUTES, make_dataset
+from genaccel.training.common import plot_loss
 
 
 def batch(n: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -49,48 +49,6 @@ def evaluate(model: Evaluator, n: int, seed: int) -> dict[str, float]:
         a: float(np.mean([p[a] == getattr(s, a) for p, s in zip(preds, specs, strict=False)]))
         for a in ATTRIBUTES
     }
-
-
-def plot_losses(losses: list[float], path: Path) -> None:
-    """Loss curve (log scale, smoothed) as PNG; matplotlib if present, else PIL."""
-    y = np.log10(np.maximum(np.asarray(losses, dtype=np.float64), 1e-6))
-    k = max(1, len(y) // 100)
-    ys = np.convolve(y, np.ones(k) / k, mode="valid") if len(y) >= k else y
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(np.arange(len(ys)) + k, 10**ys)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("summed CE loss")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return
-    except ImportError:
-        pass
-    w, h, m = 640, 400, 50
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    d.rectangle((m, 10, w - 10, h - m), outline="black")
-    lo, hi = float(ys.min()), float(ys.max()) + 1e-9
-    pts = [
-        (
-            m + (w - 10 - m) * i / max(1, len(ys) - 1),
-            h - m - (h - m - 10) * (v - lo) / (hi - lo),
-        )
-        for i, v in enumerate(ys)
-    ]
-    if len(pts) > 1:
-        d.line(pts, fill=(30, 60, 200), width=2)
-    d.text((m, h - m + 8), f"step 0 .. {len(losses)}  (moving avg {k})", fill="black")
-    d.text((5, 10), f"{10**hi:.3g}", fill="black")
-    d.text((5, h - m - 10), f"{10**lo:.3g}", fill="black")
-    d.text((m + 10, 15), "summed CE loss (log scale)", fill="black")
-    img.save(path)
 
 
 def main() -> None:
@@ -181,7 +139,7 @@ def main() -> None:
 
     out = Path(args.out)
     model.save(out)
-    plot_losses(losses, out / "loss_curve.png")
+    plot_loss(losses, out / "loss_curve.png", "evaluator: summed cross-entropy")
     # Evaluate the shipped (fp16-rounded) weights, not the fp32 training copy.
     acc = evaluate(Evaluator.load(out), args.eval_n, args.eval_seed)
     for a, v in acc.items():
