@@ -49,7 +49,28 @@ class Settings(BaseSettings):
     max_attempts: int = 2
     """A job whose worker died is re-queued until it has been started this many times."""
     model_cache_size: int = 2
+    model_cache_gb: float | None = None
+    """Memory budget of a worker's model cache (least recently used models are evicted above it)."""
+    job_timeout_s: float = 3600.0
+    """Longest a job may run; Celery's visibility timeout is set above it."""
+    heartbeat_s: float = 30.0
+    """A distributed worker with no heartbeat for this long is presumed dead and its job re-queued."""
+    routes: dict[str, str] = Field(default_factory=dict)
+    """Celery queue per model name (e.g. a GPU class); other jobs go to the queue named by their modality."""
     limits: Limits = Field(default_factory=Limits)
+    api_keys: list[str] = Field(default_factory=list)
+    """SHA-256 hex digests of the API keys (``genaccel keys new`` prints a key and its digest);
+    empty: no authentication, and ``genaccel serve`` listens on 127.0.0.1 only."""
+    rate_limit_per_min: int = 120
+    """Requests per minute per API key (429 with Retry-After above it); 0 turns the limit off."""
+    max_queued_per_key: int = 100
+    """Jobs one key may have queued at once."""
+    max_request_bytes: int = 32 * 1024 * 1024
+    """Largest request body the API reads (413 above it); an init image travels inside it."""
+    redis_url: str | None = None
+    """Redis for the distributed shape (store and Celery broker); ``None``: SQLite + threads."""
+    redis_prefix: str = "genaccel"
+    """Key prefix of the Redis job store (several deployments can share one Redis)."""
 
     @property
     def database(self) -> Path:

@@ -272,6 +272,8 @@ class Job(BaseModel):
     worker: str | None = None
     cancel_requested: bool = False
     output_dir: str | None = None
+    owner: str | None = None
+    """Who submitted it (an API key's id); ``None`` for local CLI jobs."""
     timings: dict[str, float] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
 

@@ -56,9 +56,10 @@ class LocalEngine:
         """Validate and resolve (raises before anything is queued)."""
         return prepare_request(request, self.registry, self.settings)[0]
 
-    def submit(self, request: JobRequest, *, output_dir: Path | None = None, prepared: bool = False) -> Job:
+    def submit(self, request: JobRequest, *, output_dir: Path | None = None, prepared: bool = False,
+               owner: str | None = None) -> Job:
         resolved = request if prepared else self.prepare(request)
-        job = self.store.create(resolved, output_dir=str(output_dir.resolve()) if output_dir else None)
+        job = self.store.create(resolved, output_dir=str(output_dir.resolve()) if output_dir else None, owner=owner)
         self.dispatcher.submit(job.id)
         return job
 

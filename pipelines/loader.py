@@ -70,13 +70,28 @@ class CacheKey:
     profile: str = "off"
 
 
+def pipeline_bytes(pipe: Any) -> int:
+    """Bytes of the weights and buffers of a pipeline's torch modules."""
+    import torch
+
+    total = 0
+    for part in getattr(pipe, "components", {}).values():
+        if isinstance(part, torch.nn.Module):
+            total += sum(t.numel() * t.element_size() for t in (*part.parameters(), *part.buffers()))
+    return total
+
+
 class ModelCache:
     """LRU of loaded pipelines owned by one worker. ``use`` holds the entry's lock while a job
     runs, so two threads never drive one pipeline (schedulers keep per-call state)."""
 
-    def __init__(self, capacity: int = 2) -> None:
+    def __init__(self, capacity: int = 2, budget_bytes: int | None = None) -> None:
         self.capacity = capacity
+        self.budget_bytes = budget_bytes
+        """Evict least recently used pipelines while their weights together exceed this (the
+        newest always stays)."""
         self._entries: OrderedDict[CacheKey, tuple[Any, threading.Lock]] = OrderedDict()
+        self._sizes: dict[CacheKey, int] = {}
         self._lock = threading.Lock()
         self.loads = 0
 
@@ -94,14 +109,25 @@ class ModelCache:
             with self._lock:
                 self.loads += 1
                 entry = self._entries.setdefault(key, (pipe, threading.Lock()))
+                self._sizes.setdefault(key, pipeline_bytes(pipe))
                 self._entries.move_to_end(key)
-                while len(self._entries) > self.capacity:
+                while len(self._entries) > 1 and (len(self._entries) > self.capacity or self._over_budget()):
                     old, _ = self._entries.popitem(last=False)
+                    self._sizes.pop(old, None)
                     log.info("model cache: evicted %s", old)
         pipe, lock = entry
         with lock:
             yield pipe
 
+    def _over_budget(self) -> bool:
+        return self.budget_bytes is not None and sum(self._sizes.values()) > self.budget_bytes
+
+    @property
+    def held_bytes(self) -> int:
+        with self._lock:
+            return sum(self._sizes.values())
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._sizes.clear()

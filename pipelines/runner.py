@@ -38,7 +38,8 @@ class JobRunner:
     def __init__(self, store: Store, registry: ModelRegistry, settings: Settings,
                  cache: ModelCache | None = None) -> None:
         self.store, self.registry, self.settings = store, registry, settings
-        self.cache = cache or ModelCache(settings.model_cache_size)
+        budget = int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None
+        self.cache = cache or ModelCache(settings.model_cache_size, budget)
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
 

@@ -28,6 +28,22 @@ class Recovery:
     reason: str
 
 
+@dataclass(frozen=True)
+class StoreStats:
+    """Counters behind ``GET /metrics``."""
+
+    counts: dict[str, int]
+    """Jobs by state."""
+    latencies: list[float]
+    """Run time (``started_at`` to ``finished_at``) of the most recent finished jobs."""
+    busy_s: dict[str, float]
+    """Seconds each worker spent on the recent finished jobs."""
+
+
+LATENCY_WINDOW = 1000
+"""How many recent finished jobs ``Store.stats`` reports latencies and busy time for."""
+
+
 def worker_identity() -> str:
     """``host:pid:thread`` of the caller; recovery uses host and pid to tell dead owners."""
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
@@ -56,8 +72,10 @@ def owner_is_dead(worker: str | None) -> bool:
 class Store(Protocol):
     """Durable job records. All methods are safe to call from several threads."""
 
-    def create(self, request: JobRequest, *, job_id: str | None = None, output_dir: str | None = None) -> Job:
-        """Record a new ``queued`` job (``request`` is already validated and resolved)."""
+    def create(self, request: JobRequest, *, job_id: str | None = None, output_dir: str | None = None,
+               owner: str | None = None) -> Job:
+        """Record a new ``queued`` job (``request`` is already validated and resolved).
+        ``JobStateConflict`` when ``job_id`` is taken."""
         ...
 
     def get(self, job_id: str) -> Job:
@@ -66,9 +84,21 @@ class Store(Protocol):
 
     def list_jobs(
         self, *, state: JobState | None = None, modality: Modality | None = None,
-        limit: int = 50, cursor: str | None = None,
+        limit: int = 50, cursor: str | None = None, owner: str | None = None,
     ) -> JobPage:
         """Newest first, filtered, paginated by an opaque cursor."""
+        ...
+
+    def queue_position(self, job_id: str) -> int | None:
+        """How many queued jobs run before this one (0: next); ``None`` unless it is queued."""
+        ...
+
+    def count(self, *, state: JobState | None = None, owner: str | None = None) -> int:
+        """Number of jobs, optionally in one state and of one owner."""
+        ...
+
+    def stats(self) -> StoreStats:
+        """Counts by state and recent latencies for ``/metrics``."""
         ...
 
     def claim_next(self, worker: str, only: Iterable[str] | None = None) -> Job | None:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from genaccel.errors import JobNotFound, JobStateConflict
+from genaccel.errors import InvalidRequest, JobNotFound, JobStateConflict
 from genaccel.spec import TERMINAL_STATES, Artifact, Job, JobError, JobRequest, JobState, Modality, Progress
-from genaccel.store.base import JobPage, Recovery, owner_is_dead
+from genaccel.store.base import LATENCY_WINDOW, JobPage, Recovery, StoreStats, owner_is_dead
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -26,11 +26,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     priority INTEGER NOT NULL,
     modality TEXT NOT NULL,
     created_at REAL NOT NULL,
+    owner TEXT,
+    finished_at REAL,
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority DESC, seq ASC);
 CREATE INDEX IF NOT EXISTS jobs_modality ON jobs (modality, seq);
 """
+INDEXES = """
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+"""
+# Columns added after the first release; databases made before get them on open.
+LATER_COLUMNS = {"owner": "TEXT", "finished_at": "REAL"}
 
 
 class SQLiteStore:
@@ -43,7 +51,13 @@ class SQLiteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._conn().executescript(SCHEMA)
+        conn = self._conn()
+        conn.executescript(SCHEMA)
+        have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+        for column, kind in LATER_COLUMNS.items():
+            if column not in have:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        conn.executescript(INDEXES)
 
     # -- connections -----------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -78,8 +92,8 @@ class SQLiteStore:
     @staticmethod
     def _save(db: sqlite3.Connection, job: Job) -> None:
         db.execute(
-            "UPDATE jobs SET state=?, priority=?, data=? WHERE id=?",
-            (job.state, job.priority, job.model_dump_json(), job.id),
+            "UPDATE jobs SET state=?, priority=?, finished_at=?, data=? WHERE id=?",
+            (job.state, job.priority, job.finished_at, job.model_dump_json(), job.id),
         )
 
     def _mutate(self, job_id: str, change: Callable[[Job], Job]) -> Job:
@@ -90,15 +104,19 @@ class SQLiteStore:
             return job
 
     # -- Store protocol --------------------------------------------------------------------
-    def create(self, request: JobRequest, *, job_id: str | None = None, output_dir: str | None = None) -> Job:
-        job = Job(request=request, priority=request.priority, output_dir=output_dir)
+    def create(self, request: JobRequest, *, job_id: str | None = None, output_dir: str | None = None,
+               owner: str | None = None) -> Job:
+        job = Job(request=request, priority=request.priority, output_dir=output_dir, owner=owner)
         if job_id:
             job = job.model_copy(update={"id": job_id})
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO jobs (id, state, priority, modality, created_at, data) VALUES (?,?,?,?,?,?)",
-                (job.id, job.state, job.priority, request.modality, job.created_at, job.model_dump_json()),
-            )
+        try:
+            with self._write() as db:
+                db.execute(
+                    "INSERT INTO jobs (id, state, priority, modality, created_at, owner, data) VALUES (?,?,?,?,?,?,?)",
+                    (job.id, job.state, job.priority, request.modality, job.created_at, owner, job.model_dump_json()),
+                )
+        except sqlite3.IntegrityError:
+            raise JobStateConflict(f"job {job.id} already exists; fix: choose another id") from None
         return job
 
     def get(self, job_id: str) -> Job:
@@ -106,10 +124,13 @@ class SQLiteStore:
 
     def list_jobs(
         self, *, state: JobState | None = None, modality: Modality | None = None,
-        limit: int = 50, cursor: str | None = None,
+        limit: int = 50, cursor: str | None = None, owner: str | None = None,
     ) -> JobPage:
         where: list[str] = []
         args: list[Any] = []
+        if owner is not None:
+            where.append("owner=?")
+            args.append(owner)
         if state:
             where.append("state=?")
             args.append(state)
@@ -117,6 +138,9 @@ class SQLiteStore:
             where.append("modality=?")
             args.append(modality)
         if cursor:
+            if not cursor.isdigit():
+                raise InvalidRequest("cursor", cursor, "is not a cursor this server gave out",
+                                     "pass the next_cursor of the previous page, or none")
             where.append("seq<?")
             args.append(int(cursor))
         sql = "SELECT seq, data FROM jobs"
@@ -127,6 +151,49 @@ class SQLiteStore:
         jobs = [Job.model_validate_json(data) for _, data in rows[:limit]]
         next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
         return JobPage(jobs=jobs, next_cursor=next_cursor)
+
+    def queue_position(self, job_id: str) -> int | None:
+        conn = self._conn()
+        row = conn.execute("SELECT seq, state, priority FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        seq, state, priority = row
+        if state != "queued":
+            return None
+        (ahead,) = conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE state='queued' AND (priority>? OR (priority=? AND seq<?))",
+            (priority, priority, seq),
+        ).fetchone()
+        return int(ahead)
+
+    def count(self, *, state: JobState | None = None, owner: str | None = None) -> int:
+        sql = "SELECT COUNT(*) FROM jobs WHERE 1=1"
+        args: list[str] = []
+        if state is not None:
+            sql += " AND state=?"
+            args.append(state)
+        if owner is not None:
+            sql += " AND owner=?"
+            args.append(owner)
+        return int(self._conn().execute(sql, args).fetchone()[0])
+
+    def stats(self) -> StoreStats:
+        conn = self._conn()
+        counts = dict.fromkeys(("queued", "running", "succeeded", "failed", "cancelled"), 0)
+        counts.update({state: n for state, n in conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")})
+        latencies: list[float] = []
+        busy: dict[str, float] = {}
+        rows = conn.execute("SELECT data FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
+                            (LATENCY_WINDOW,))
+        for (data,) in rows:
+            job = Job.model_validate_json(data)
+            if job.started_at is None or job.finished_at is None:
+                continue
+            took = job.finished_at - job.started_at
+            latencies.append(took)
+            worker = (job.worker or "unknown").rsplit(":", 1)[0]
+            busy[worker] = busy.get(worker, 0.0) + took
+        return StoreStats(counts=counts, latencies=latencies, busy_s=busy)
 
     def claim_next(self, worker: str, only: Iterable[str] | None = None) -> Job | None:
         sql = "SELECT data FROM jobs WHERE state='queued'"

@@ -1,0 +1,115 @@
+"""What runs inside a worker process: the ``run_job`` task, heartbeats and the recovery sweep.
+
+Everything heavy (torch, the pipeline registry, the model cache) is created lazily in the
+worker process on its first job, never in a parent process, so CUDA is initialised only where
+a job runs.
+
+Why a sweep of our own: Celery gives a killed worker's message back (``acks_late`` +
+``reject_on_worker_lost``) when the worker's parent survives, but when the whole process dies
+the message stays unacknowledged until the visibility timeout (hours, since it must exceed the
+longest job). So every worker also heartbeats into the store and sweeps it: a running job whose
+worker's heartbeat expired is re-queued (or failed after ``max_attempts``) and dispatched again.
+A late duplicate message finds the job no longer queued and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from celery import Celery
+
+from genaccel.settings import Settings
+from genaccel.store.base import Store
+from workers.celery_app import TASK, make_celery
+
+log = logging.getLogger(__name__)
+
+
+class WorkerRuntime:
+    """Per-process state: store, runner (model cache), identity, heartbeat and sweep threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        from genaccel.store.redis import redis_store
+
+        assert settings.redis_url
+        self.settings = settings
+        self.store: Store = redis_store(settings)
+        self.identity = f"{socket.gethostname()}:{os.getpid()}:celery"
+        self._runner: Any = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def runner(self) -> Any:
+        if self._runner is None:
+            from pipelines.registry import ModelRegistry
+            from pipelines.runner import JobRunner
+
+            self._runner = JobRunner(self.store, ModelRegistry(self.settings, allow_paths=False), self.settings)
+        return self._runner
+
+    def start(self, app: Celery) -> None:
+        self.store.heartbeat(self.identity)  # type: ignore[attr-defined]
+        for target in (self._beat, lambda: self._sweep(app)):
+            t = threading.Thread(target=target, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_s / 3):
+            try:
+                self.store.heartbeat(self.identity)  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def _sweep(self, app: Celery) -> None:
+        from workers.dispatch import CeleryDispatcher
+
+        dispatcher = CeleryDispatcher.__new__(CeleryDispatcher)
+        dispatcher.settings, dispatcher.store, dispatcher.app = self.settings, self.store, app
+        while not self._stop.wait(max(1.0, self.settings.heartbeat_s / 2)):
+            try:
+                for rec in self.store.recover(self.settings.max_attempts):
+                    log.warning("job %s %s: %s", rec.job_id, rec.action, rec.reason)
+                    if rec.action == "requeued":
+                        dispatcher.submit(rec.job_id)
+            except Exception:
+                log.exception("recovery sweep failed")
+
+    def run(self, job_id: str) -> str:
+        """Claim ``job_id`` if it is still queued and run it to a terminal state."""
+        job = self.store.claim_next(self.identity, only=[job_id])
+        if job is None:
+            state = self.store.get(job_id).state
+            log.info("job %s is %s; message dropped", job_id, state)
+            return state
+        self.runner(job)
+        return self.store.get(job_id).state
+
+
+_runtime: WorkerRuntime | None = None
+
+
+def runtime(settings: Settings | None = None) -> WorkerRuntime:
+    global _runtime
+    if _runtime is None:
+        _runtime = WorkerRuntime(settings or Settings())
+    return _runtime
+
+
+def worker_app(settings: Settings) -> Celery:
+    """The Celery app with the ``run_job`` task bound to this process's runtime."""
+    app = make_celery(settings)
+
+    @app.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    def run_job(self: Any, job_id: str) -> str:
+        return runtime(settings).run(job_id)
+
+    return app
