@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_attempts: int = 2
     """A job whose worker died is re-queued until it has been started this many times."""
     model_cache_size: int = 2
+    max_batch: int = 1
+    """Outputs one pipeline call may produce for several compatible queued jobs (same model,
+    profile, size, steps, guidance); 1 runs jobs one at a time. Each output keeps its own seed."""
     model_cache_gb: float | None = None
     """Memory budget of a worker's model cache (least recently used models are evicted above it)."""
     job_timeout_s: float = 3600.0
@@ -69,6 +72,10 @@ class Settings(BaseSettings):
     """Largest request body the API reads (413 above it); an init image travels inside it."""
     redis_url: str | None = None
     """Redis for the distributed shape (store and Celery broker); ``None``: SQLite + threads."""
+    webhook_secret: str = ""
+    """HMAC key that signs webhook deliveries; requests with a webhook are refused while it is empty."""
+    webhook_allow_private: bool = False
+    """Allow webhook URLs that resolve to private, loopback or link-local addresses."""
     redis_prefix: str = "genaccel"
     """Key prefix of the Redis job store (several deployments can share one Redis)."""
 

@@ -41,6 +41,16 @@ def _accepted(fn: Callable[..., Any]) -> set[str]:
     return set(inspect.signature(fn).parameters)
 
 
+def batch_key(request: JobRequest) -> tuple[Any, ...] | None:
+    """Requests with equal keys can share one pipeline call (``generate_batch``); ``None``: never
+    batched (img2img runs alone)."""
+    p = request.params
+    if request.modality != "image" or p.init_image:
+        return None
+    techniques = tuple((t.name, tuple(sorted(t.options.items()))) for t in request.techniques)
+    return (request.model, request.profile, techniques, p.steps, p.guidance_scale, p.width, p.height)
+
+
 def generate_images(pipe: Any, request: JobRequest, on_step: StepCallback,
                     prompts: list[str] | None = None) -> list[Image.Image]:
     """Run ``pipe`` for a resolved image request; ``on_step(done, total)`` runs after each step
@@ -52,19 +62,51 @@ def generate_images(pipe: Any, request: JobRequest, on_step: StepCallback,
     """
     p = request.params
     assert p.seed is not None and p.steps is not None, "prepare_request resolves seed and steps"
+    if prompts:
+        count = len(prompts)
+        return _call(pipe, request, on_step, prompts, [request.negative_prompt or ""] * count,
+                     generators(p.seed, count))
+    return _call(pipe, request, on_step, [request.prompt] * p.num_outputs,
+                 [request.negative_prompt or ""] * p.num_outputs, generators(p.seed, p.num_outputs))
+
+
+def generate_batch(pipe: Any, requests: list[JobRequest], on_step: StepCallback) -> list[list[Image.Image]]:
+    """Several compatible requests (equal ``batch_key``) in one pipeline call. Every output keeps
+    its own request's prompt, negative prompt and seed, so it matches the unbatched run up to
+    floating-point batching effects. Returns the images of each request, in order."""
+    keys = {batch_key(r) for r in requests}
+    if len(keys) != 1 or None in keys:
+        raise ValueError("generate_batch needs requests with one and the same batch_key")
+    prompts: list[str] = []
+    negatives: list[str] = []
+    gens: list[torch.Generator] = []
+    for r in requests:
+        assert r.params.seed is not None
+        prompts += [r.prompt] * r.params.num_outputs
+        negatives += [r.negative_prompt or ""] * r.params.num_outputs
+        gens += generators(r.params.seed, r.params.num_outputs)
+    images = _call(pipe, requests[0], on_step, prompts, negatives, gens)
+    out, i = [], 0
+    for r in requests:
+        out.append(images[i:i + r.params.num_outputs])
+        i += r.params.num_outputs
+    return out
+
+
+def _call(pipe: Any, request: JobRequest, on_step: StepCallback, prompts: list[str], negatives: list[str],
+          gens: list[torch.Generator]) -> list[Image.Image]:
+    """One pipeline call with one prompt, negative prompt and generator per output image."""
+    p = request.params
     if p.init_image:
         cls = img2img_class(type(pipe).__name__)
         if cls is None:
             raise ValueError(f"{type(pipe).__name__} has no image-to-image variant")
         pipe = cls.from_pipe(pipe)
     accepted = _accepted(pipe.__call__)
-    count = len(prompts) if prompts else p.num_outputs
     kwargs: dict[str, Any] = {
-        "prompt": prompts or request.prompt, "num_inference_steps": p.steps, "guidance_scale": p.guidance_scale,
-        "num_images_per_prompt": 1 if prompts else p.num_outputs, "generator": generators(p.seed, count),
-        "output_type": "pil",
-        "negative_prompt": [request.negative_prompt] * count if prompts and request.negative_prompt
-        else request.negative_prompt,
+        "prompt": prompts, "num_inference_steps": p.steps, "guidance_scale": p.guidance_scale,
+        "num_images_per_prompt": 1, "generator": gens, "output_type": "pil",
+        "negative_prompt": negatives if any(negatives) else None,
     }
     if p.init_image:
         with Image.open(p.init_image) as img:

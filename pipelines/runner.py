@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,15 @@ from genaccel.errors import GenAccelError, JobCancelled
 from genaccel.settings import Settings
 from genaccel.spec import Artifact, Job, JobError
 from genaccel.store.base import Store
-from pipelines.image import generate_images
+from pipelines.image import batch_key, generate_batch, generate_images
 from pipelines.loader import CacheKey, ModelCache, load_pipeline, resolve_device, resolve_dtype
+from pipelines.memory import OutOfMemory, free_memory, is_out_of_memory, memory_saving, undo_memory_saving
 from pipelines.prepare import technique_configs
 from pipelines.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+Claim = Callable[[list[str]], list[Job]]
+"""Claims the given queued job ids for this worker; returns those it got."""
 
 
 def guidance_warnings(pipe: Any) -> list[str]:
@@ -43,52 +47,154 @@ class JobRunner:
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
 
-    def __call__(self, job: Job) -> None:
-        timings: dict[str, float] = {"queued_s": round((job.started_at or time.time()) - job.created_at, 4)}
+    def __call__(self, job: Job, claim: Claim | None = None) -> None:
+        """Run ``job`` (already ``running``) to a terminal state. With ``claim`` and
+        ``Settings.max_batch`` > 1, compatible queued jobs are claimed and run in the same call."""
+        jobs = [job, *self._gather(job, claim)]
+        for j in jobs:
+            self._notify(j, "started")
         try:
-            artifacts = self._run(job, timings)
-        except JobCancelled:
-            self.store.finish(job.id, "cancelled", timings=timings)
-        except GenAccelError as exc:
-            self.store.finish(job.id, "failed", timings=timings,
-                              error=JobError(code=exc.code, message=exc.message, traceback=traceback.format_exc()))
-        except Exception as exc:
-            log.exception("job %s failed", job.id)
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            self.store.finish(job.id, "failed", timings=timings,
-                              error=JobError(code="pipeline_failed", message=message, traceback=traceback.format_exc()))
-        else:
-            self.store.finish(job.id, "succeeded", artifacts=artifacts, timings=timings)
+            self._run_and_record(jobs)
+        finally:
+            for j in jobs:
+                self._notify(self.store.get(j.id), "finished")
 
-    def _run(self, job: Job, timings: dict[str, float]) -> list[Artifact]:
-        request = job.request
-        if self.store.get(job.id).cancel_requested:
-            raise JobCancelled("cancelled before it started")
+    def _gather(self, job: Job, claim: Claim | None) -> list[Job]:
+        key = batch_key(job.request)
+        room = self.settings.max_batch - job.request.params.num_outputs
+        if claim is None or key is None or room <= 0:
+            return []
+        queued = self.store.list_jobs(state="queued", limit=200).jobs
+        ids, outputs = [], 0
+        for other in sorted(queued, key=lambda j: (-j.priority, j.created_at)):
+            n = other.request.params.num_outputs
+            if other.id != job.id and batch_key(other.request) == key and outputs + n <= room:
+                ids.append(other.id)
+                outputs += n
+        return claim(ids) if ids else []
+
+    def _notify(self, job: Job, event: str) -> None:
+        url = job.metadata.get("webhook")
+        if not url:
+            return
+        from genaccel.webhooks import send_async
+
+        payload = {"id": job.id, "state": job.state, "attempt": job.attempts,
+                   "error": job.error.model_dump(exclude={"traceback"}) if job.error else None,
+                   "artifacts": [f"/v1/artifacts/{job.id}/{a.name}" for a in job.artifacts]}
+        send_async(str(url), event, payload, self.settings.webhook_secret, self.settings.webhook_allow_private)
+
+    def _run_and_record(self, jobs: list[Job]) -> None:
+        timings = {j.id: {"queued_s": round((j.started_at or time.time()) - j.created_at, 4)} for j in jobs}
+        active = []
+        for j in jobs:
+            if self.store.get(j.id).cancel_requested:
+                self.store.finish(j.id, "cancelled", timings=timings[j.id])
+            else:
+                active.append(j)
+        if not active:
+            return
+        batch = _Batch(self.store, active)
+        try:
+            artifacts = self._run(batch, timings)
+        except JobCancelled:
+            for j in batch.active:
+                self.store.finish(j.id, "cancelled", timings=timings[j.id])
+        except GenAccelError as exc:
+            for j in batch.active:
+                self.store.finish(j.id, "failed", timings=timings[j.id], error=JobError(
+                    code=exc.code, message=exc.message, traceback=traceback.format_exc()))
+        except Exception as exc:
+            log.exception("job(s) %s failed", ", ".join(j.id for j in batch.active))
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            for j in batch.active:
+                self.store.finish(j.id, "failed", timings=timings[j.id], error=JobError(
+                    code="pipeline_failed", message=message, traceback=traceback.format_exc()))
+        else:
+            for j in batch.active:
+                self.store.finish(j.id, "succeeded", artifacts=artifacts[j.id], timings=timings[j.id])
+
+    def _run(self, batch: _Batch, timings: dict[str, dict[str, float]]) -> dict[str, list[Artifact]]:
+        request = batch.active[0].request
         info = self.registry.resolve(request.model or self.registry.default_model(request.modality))
         # techniques are applied per job and removed after it, so all profiles share one clean pipeline
         key = CacheKey(info.name, str(self.dtype), str(self.device))
         t0 = time.perf_counter()
         with self.cache.use(key, lambda: load_pipeline(info, self.device, self.dtype)) as pipe:
-            timings["load_s"] = round(time.perf_counter() - t0, 4)
+            load_s = round(time.perf_counter() - t0, 4)
             scheduler = type(pipe.scheduler).__name__
             techniques = apply_techniques(pipe, technique_configs(request))
             try:
                 applied = techniques.describe()
-                self.store.update_metadata(job.id, {"scheduler": scheduler, "device": str(self.device),
-                                                    "dtype": str(self.dtype).removeprefix("torch."),
-                                                    "techniques": applied, "warnings": guidance_warnings(pipe)})
-                techniques.reset()
+                common = {"scheduler": scheduler, "device": str(self.device), "batch_size": len(batch.active),
+                          "dtype": str(self.dtype).removeprefix("torch."), "techniques": applied,
+                          "warnings": guidance_warnings(pipe)}
+                for j in batch.active:
+                    self.store.update_metadata(j.id, common)
                 t1 = time.perf_counter()
-                images = generate_images(pipe, request, self._on_step(job.id))
-                timings["run_s"] = round(time.perf_counter() - t1, 4)
+                images = self._generate(pipe, batch, techniques)
+                run_s = round(time.perf_counter() - t1, 4)
             finally:
                 techniques.remove()  # the cached pipeline is clean for the next job
-        t2 = time.perf_counter()
+        out: dict[str, list[Artifact]] = {}
+        for j in batch.active:
+            t2 = time.perf_counter()
+            timings[j.id].update(load_s=load_s, run_s=run_s)
+            out[j.id] = self._save(j, images[j.id], info.name, applied, scheduler, timings[j.id])
+            timings[j.id]["save_s"] = round(time.perf_counter() - t2, 4)
+        return out
+
+    def _generate(self, pipe: Any, batch: _Batch, techniques: Any) -> dict[str, list[Any]]:
+        """Run the batch; on out-of-memory retry once, one job at a time with memory-saving options."""
+        try:
+            techniques.reset()
+            return self._call(pipe, batch)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+        free_memory()
+        log.warning("out of memory on job(s) %s; retrying with memory-saving options",
+                    ", ".join(j.id for j in batch.active))
+        saved = memory_saving(pipe)
+        try:
+            for j in batch.active:
+                self.store.update_metadata(j.id, {"memory_saving": saved})
+            images: dict[str, list[Any]] = {}
+            for j in list(batch.active):
+                techniques.reset()
+                try:
+                    images.update(self._call(pipe, batch.only(j)))
+                except JobCancelled:  # that job is finished; the others go on
+                    continue
+            if not batch.active:
+                raise JobCancelled("every job of the batch was cancelled")
+            return images
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            free_memory()
+            p = batch.active[0].request.params
+            raise OutOfMemory(
+                f"ran out of memory at {p.width}x{p.height}, {p.steps} steps, {p.num_outputs} output(s) even with "
+                f"{', '.join(saved) or 'one job at a time'}; fix: lower width/height or num_outputs") from None
+        finally:
+            undo_memory_saving(pipe, saved)
+
+    def _call(self, pipe: Any, batch: _Batch) -> dict[str, list[Any]]:
+        jobs = list(batch.active)
+        if len(jobs) == 1:
+            return {jobs[0].id: generate_images(pipe, jobs[0].request, batch.on_step)}
+        results = generate_batch(pipe, [j.request for j in jobs], batch.on_step)
+        return {j.id: imgs for j, imgs in zip(jobs, results, strict=True) if j in batch.active}
+
+    def _save(self, job: Job, images: list[Any], model: str, applied: Any, scheduler: str,
+              timings: dict[str, float]) -> list[Artifact]:
         out_dir = Path(job.output_dir) if job.output_dir else self.settings.outputs
+        request = job.request
         p = request.params
         assert p.seed is not None
         meta: dict[str, Any] = {
-            "job_id": job.id, "model": info.name, "profile": request.profile, "techniques": applied,
+            "job_id": job.id, "model": model, "profile": request.profile, "techniques": applied,
             "scheduler": scheduler, "width": images[0].width, "height": images[0].height,
             "device": str(self.device), "timings": dict(timings),
         }
@@ -97,11 +203,31 @@ class JobRunner:
             seed = (p.seed + i) % 2**32
             path = out_dir / f"{job.id[:12]}-{i}.png"
             artifacts.append(write_png(image, path, request, seed, {**meta, "index": i}))
-        timings["save_s"] = round(time.perf_counter() - t2, 4)
         return artifacts
 
-    def _on_step(self, job_id: str):  # type: ignore[no-untyped-def]
-        def on_step(step: int, total: int) -> None:
-            if self.store.set_progress(job_id, step, total):
-                raise JobCancelled(f"job {job_id} cancelled at step {step} of {total}")
-        return on_step
+
+class _Batch:
+    """The jobs of one pipeline call and its step callback: progress goes to each job; a job
+    whose cancel flag is set is finished ``cancelled`` at that step (its outputs are dropped);
+    when none is left the call stops."""
+
+    def __init__(self, store: Store, jobs: list[Job]) -> None:
+        self.store = store
+        self.active = list(jobs)
+        self.parent: _Batch | None = None
+
+    def only(self, job: Job) -> _Batch:
+        """A batch of one of these jobs whose cancellation also leaves this batch."""
+        sub = _Batch(self.store, [job])
+        sub.parent = self
+        return sub
+
+    def on_step(self, step: int, total: int) -> None:
+        for j in list(self.active):
+            if self.store.set_progress(j.id, step, total):
+                self.active.remove(j)
+                if self.parent is not None:
+                    self.parent.active.remove(j)
+                self.store.finish(j.id, "cancelled")
+        if not self.active:
+            raise JobCancelled(f"cancelled at step {step} of {total}")

@@ -31,9 +31,30 @@ from genaccel.refdata.shapes import ATTRIBUTES, make_dataset
 from genaccel.training.common import plot_loss
 
 
-def batch(n: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Render ``n`` images and integer targets per attribute."""
+def augment(images: np.ndarray, seed: int, max_blur: float = 1.5, max_noise: float = 10.0) -> np.ndarray:
+    """Blur (Gaussian, sigma up to ``max_blur`` px) and pixel noise (up to ``max_noise`` of 255) on
+    most images, so the evaluator reads what a person reads: a slightly soft star is still a
+    star. Without this it judged shapes by their crisp edges (shape accuracy 0.37 at sigma 1.5)
+    and scored any decoder that smooths edges as wrong."""
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    out = images.copy()
+    for i in range(len(out)):
+        if rng.random() < 0.75:
+            sigma = float(rng.uniform(0.0, max_blur))
+            out[i] = np.asarray(Image.fromarray(out[i]).filter(ImageFilter.GaussianBlur(sigma)))
+        if rng.random() < 0.5:
+            noise = rng.normal(0.0, rng.uniform(0.0, max_noise), out[i].shape)
+            out[i] = np.clip(out[i].astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    return out
+
+
+def batch(n: int, seed: int, blur: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Render ``n`` images (augmented unless ``blur`` is off) and integer targets per attribute."""
     images, specs = make_dataset(n, seed, split="all")
+    if blur:
+        images = augment(images, seed)
     targets = {
         a: torch.tensor([vals.index(getattr(s, a)) for s in specs])
         for a, vals in ATTRIBUTES.items()
@@ -41,9 +62,13 @@ def batch(n: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return to_tensor(images), targets
 
 
-def evaluate(model: Evaluator, n: int, seed: int) -> dict[str, float]:
-    """Per-attribute accuracy on ``n`` fresh images (split "all")."""
+def evaluate(model: Evaluator, n: int, seed: int, blur: float = 0.0) -> dict[str, float]:
+    """Per-attribute accuracy on ``n`` fresh images (split "all"), optionally all blurred by ``blur``."""
     images, specs = make_dataset(n, seed, split="all")
+    if blur:
+        from PIL import Image, ImageFilter
+
+        images = np.stack([np.asarray(Image.fromarray(i).filter(ImageFilter.GaussianBlur(blur))) for i in images])
     preds = model.predict(images)
     return {
         a: float(np.mean([p[a] == getattr(s, a) for p, s in zip(preds, specs, strict=False)]))
@@ -77,6 +102,7 @@ def main() -> None:
         "--stop-at", type=int, default=None, help="checkpoint and exit after this step"
     )
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-augment", action="store_true", help="train on crisp images only")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -115,7 +141,7 @@ def main() -> None:
     t0 = time.time() - elapsed0
     model.train()
     for step in range(start, args.steps):
-        x, y = batch(args.batch, seed=args.seed * 1_000_003 + step)
+        x, y = batch(args.batch, seed=args.seed * 1_000_003 + step, blur=not args.no_augment)
         logits = model(x)
         loss = sum(F.cross_entropy(logits[a], y[a]) for a in ATTRIBUTES)
         opt.zero_grad(set_to_none=True)
@@ -142,8 +168,9 @@ def main() -> None:
     plot_loss(losses, out / "loss_curve.png", "evaluator: summed cross-entropy")
     # Evaluate the shipped (fp16-rounded) weights, not the fp32 training copy.
     acc = evaluate(Evaluator.load(out), args.eval_n, args.eval_seed)
+    blurred = evaluate(Evaluator.load(out), args.eval_n, args.eval_seed, blur=1.5)
     for a, v in acc.items():
-        print(f"accuracy {a:<10s} {v:.4f}")
+        print(f"accuracy {a:<10s} {v:.4f} (blurred, sigma 1.5: {blurred[a]:.4f})")
     log = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "args": vars(args),
@@ -153,6 +180,7 @@ def main() -> None:
         "final_loss_avg50": float(np.mean(losses[-50:])) if losses else None,
         "eval": {"n": args.eval_n, "seed": args.eval_seed, "split": "all"},
         "accuracy": acc,
+        "accuracy_blurred_sigma_1_5": blurred,
     }
     (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
     print(f"saved to {out} in {train_s:.0f}s")

@@ -21,7 +21,7 @@ def test_runs_in_priority_order_and_survives_runner_errors(tmp_path: Path) -> No
     order: list[str] = []
     gate = threading.Event()
 
-    def runner(job: Job) -> None:
+    def runner(job: Job, claim: object = None) -> None:
         gate.wait(5)
         order.append(job.request.prompt)
         if job.request.prompt == "boom":
@@ -44,7 +44,7 @@ def test_scope_limits_what_runs(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "db")
     other = store.create(JobRequest(prompt="someone else's"))
     mine = store.create(JobRequest(prompt="mine"))
-    disp = LocalDispatcher(store, lambda job: store.finish(job.id, "succeeded"), scope=[], poll_s=0.05)
+    disp = LocalDispatcher(store, lambda job, claim=None: store.finish(job.id, "succeeded"), scope=[], poll_s=0.05)
     disp.start()
     disp.submit(mine.id)
     wait_done(store, [mine.id])
@@ -55,7 +55,7 @@ def test_scope_limits_what_runs(tmp_path: Path) -> None:
 def test_stop_with_drain_finishes_queue(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "db")
     ids = [store.create(JobRequest(prompt=str(i))).id for i in range(3)]
-    disp = LocalDispatcher(store, lambda job: store.finish(job.id, "succeeded"), poll_s=0.05)
+    disp = LocalDispatcher(store, lambda job, claim=None: store.finish(job.id, "succeeded"), poll_s=0.05)
     disp.start()
     disp.stop(drain=True, timeout=10)
     assert all(store.get(i).state == "succeeded" for i in ids)

@@ -90,8 +90,12 @@ class WorkerRuntime:
             state = self.store.get(job_id).state
             log.info("job %s is %s; message dropped", job_id, state)
             return state
-        self.runner(job)
+        self.runner(job, self._claim_ids)
         return self.store.get(job_id).state
+
+    def _claim_ids(self, ids: list[str]) -> list[Any]:
+        claimed = [self.store.claim_next(self.identity, only=[i]) for i in ids]
+        return [j for j in claimed if j is not None]
 
 
 _runtime: WorkerRuntime | None = None

@@ -28,6 +28,7 @@ from genaccel.queue.base import Dispatcher
 from genaccel.settings import Settings
 from genaccel.spec import MODALITIES, Job, JobRequest, JobState, Modality
 from genaccel.store.base import Store
+from genaccel.webhooks import check_url
 from pipelines.prepare import prepare_request
 from pipelines.registry import ModelRegistry
 
@@ -129,6 +130,12 @@ def create_app(backend: Backend) -> FastAPI:
             raise TooManyRequests(f"{queued} jobs already queued, the cap is {cap}; fix: wait for some to "
                                   "finish or cancel them", 5.0)
         flat = dict(flat)
+        webhook = flat.pop("webhook", None)
+        if webhook is not None:
+            if not settings.webhook_secret:
+                raise InvalidRequest("webhook", webhook, "this server has no webhook secret",
+                                     "ask the operator to set GENACCEL_WEBHOOK_SECRET, or poll / use events")
+            check_url(str(webhook), settings.webhook_allow_private)
         if flat.get("init_image"):
             folder = settings.home / "uploads" / owner
             flat["init_image"] = str(save_data_url(str(flat["init_image"]), folder,
@@ -136,6 +143,8 @@ def create_app(backend: Backend) -> FastAPI:
         request = JobRequest.from_flat(flat)
         resolved, _ = prepare_request(request, backend.registry, settings)
         job = store.create(resolved, job_id=job_id, owner=owner)
+        if webhook is not None:
+            store.update_metadata(job.id, {"webhook": str(webhook)})
         backend.dispatcher.submit(job.id)
         return job
 

@@ -19,6 +19,7 @@ JOB_EXAMPLE: dict[str, Any] = {
 }
 REQUEST_EXAMPLE: dict[str, Any] = {
     "prompt": "a blue circle on a white background", "model": "shapes-sd", "steps": 30, "seed": 42,
+    "webhook": "https://example.com/genaccel-hook",
 }
 
 

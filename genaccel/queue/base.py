@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from genaccel.spec import Job
@@ -10,7 +11,9 @@ from genaccel.spec import Job
 class JobRunner(Protocol):
     """Runs one claimed (``running``) job to a terminal state (``pipelines.runner.JobRunner``)."""
 
-    def __call__(self, job: Job) -> None: ...
+    def __call__(self, job: Job, claim: Callable[[list[str]], list[Job]] | None = None) -> None:
+        """``claim(ids)`` claims more queued jobs for the same worker (to batch them)."""
+        ...
 
 
 class Dispatcher(Protocol):

@@ -66,6 +66,14 @@ class LocalDispatcher:
             scope = None if self.scope is None else list(self.scope)
         return self.store.claim_next(worker, only=scope)
 
+    def _claim_ids(self, worker: str, ids: list[str]) -> list[Job]:
+        """Claim these queued jobs too (the runner batches compatible jobs), within scope."""
+        with self._wake:
+            if self.scope is not None:
+                ids = [i for i in ids if i in self.scope]
+        claimed = [self.store.claim_next(worker, only=[i]) for i in ids]
+        return [j for j in claimed if j is not None]
+
     def _loop(self) -> None:
         worker = worker_identity()
         while True:
@@ -80,6 +88,6 @@ class LocalDispatcher:
                     self._wake.wait(self.poll_s)
                 continue
             try:
-                self.runner(job)
+                self.runner(job, lambda ids: self._claim_ids(worker, ids))
             except Exception:  # the runner records failures; this guards the thread itself
                 log.exception("runner crashed on job %s", job.id)
