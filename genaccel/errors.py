@@ -104,3 +104,12 @@ class JobCancelled(GenAccelError):
     code = "cancelled"
     http_status = 409
     exit_code = 1
+
+
+class JobInterrupted(GenAccelError):
+    """Raised inside a pipeline's step callback when the worker shuts down: the job goes back
+    to the queue instead of finishing."""
+
+    code = "interrupted"
+    http_status = 503
+    exit_code = 1

@@ -3,8 +3,10 @@ down gracefully (running jobs get ``grace_s`` to finish, then go back to the que
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 
 from genaccel.settings import Settings
 
@@ -37,12 +39,31 @@ def build_backend(settings: Settings):  # type: ignore[no-untyped-def]
 
     def stop(grace_s: float = 30.0) -> None:
         engine.dispatcher.stop(timeout=grace_s)
-        for job in engine.store.list_jobs(state="running", limit=1000).jobs:
-            engine.store.requeue(job.id, "server shut down before the job finished")
-            log.warning("job %s went back to the queue (server shut down)", job.id)
+        if engine.dispatcher.busy:
+            engine.runner.interrupt("server shut down before the job finished")  # back to the queue at the next step
+            engine.dispatcher.stop(timeout=60)
         engine.store.close()
 
     return Backend(settings, engine.store, engine.dispatcher, registry), stop
+
+
+def _server_class():  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGINT/SIGTERM after its shutdown, which would kill the process before
+        the jobs are put away; this one only asks the server to exit."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            old = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
+
+    return Server
 
 
 def run_server(settings: Settings, host: str, port: int, *, grace_s: float = 30.0,
@@ -51,6 +72,8 @@ def run_server(settings: Settings, host: str, port: int, *, grace_s: float = 30.
 
     from genaccel.api import create_app
 
+    _Server = _server_class()
+
     backend, stop = build_backend(settings)
     app = create_app(backend)
     shape = f"Redis store at {settings.redis_url}, Celery workers" if settings.redis_url else \
@@ -58,7 +81,9 @@ def run_server(settings: Settings, host: str, port: int, *, grace_s: float = 30.
     log(f"genaccel: serving http://{host}:{port} ({shape}); API docs at /docs")
     if not settings.api_keys:
         log("genaccel: no API keys configured: listening on this machine only, every caller sees every job")
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        server.run()
     finally:
+        log(f"genaccel: shutting down: running jobs get {grace_s:.0f} s to finish")
         stop(grace_s)

@@ -72,7 +72,7 @@ def reference_models(assets: Path = ASSETS) -> dict[str, ModelInfo]:
 
 def builtin_models() -> dict[str, ModelInfo]:
     """Offline models that need no files: built from configs with seeded random weights."""
-    from pipelines import tiny
+    from pipelines import noop, tiny
 
     small = ModelDefaults(steps=20, guidance_scale=7.5, width=64, height=64)
     return {
@@ -84,6 +84,11 @@ def builtin_models() -> dict[str, ModelInfo]:
             "tiny-dit", "image", "image-dit", "builtin", "tiny-dit", "PixArtAlphaPipeline",
             ModelDefaults(steps=20, guidance_scale=4.5, width=64, height=64),
             "tiny random-weight PixArt-α-architecture pipeline (tests, smoke runs)", tiny.build_tiny_dit,
+        ),
+        "noop": ModelInfo(
+            "noop", "image", "other", "builtin", "noop", "NoopPipeline",
+            ModelDefaults(steps=1, guidance_scale=0.0, width=64, height=64),
+            "blank images at once: measures the service's own overhead (load tests)", noop.NoopPipeline,
         ),
     }
 

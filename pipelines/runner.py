@@ -12,7 +12,7 @@ from typing import Any
 
 from genaccel.accel import apply_techniques
 from genaccel.artifacts import write_png
-from genaccel.errors import GenAccelError, JobCancelled
+from genaccel.errors import GenAccelError, JobCancelled, JobInterrupted
 from genaccel.settings import Settings
 from genaccel.spec import Artifact, Job, JobError
 from genaccel.store.base import Store
@@ -44,6 +44,7 @@ class JobRunner:
         self.store, self.registry, self.settings = store, registry, settings
         budget = int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None
         self.cache = cache or ModelCache(settings.model_cache_size, budget)
+        self._interrupted: str | None = None
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
 
@@ -58,6 +59,10 @@ class JobRunner:
         finally:
             for j in jobs:
                 self._notify(self.store.get(j.id), "finished")
+
+    def interrupt(self, reason: str) -> None:
+        """Stop running jobs at their next step and put them back in the queue (shutdown)."""
+        self._interrupted = reason
 
     def _gather(self, job: Job, claim: Claim | None) -> list[Job]:
         key = batch_key(job.request)
@@ -94,9 +99,13 @@ class JobRunner:
                 active.append(j)
         if not active:
             return
-        batch = _Batch(self.store, active)
+        batch = _Batch(self.store, active, lambda: self._interrupted)
         try:
             artifacts = self._run(batch, timings)
+        except JobInterrupted as exc:
+            for j in batch.active:
+                self.store.requeue(j.id, exc.message)
+                log.warning("job %s went back to the queue: %s", j.id, exc.message)
         except JobCancelled:
             for j in batch.active:
                 self.store.finish(j.id, "cancelled", timings=timings[j.id])
@@ -211,18 +220,22 @@ class _Batch:
     whose cancel flag is set is finished ``cancelled`` at that step (its outputs are dropped);
     when none is left the call stops."""
 
-    def __init__(self, store: Store, jobs: list[Job]) -> None:
+    def __init__(self, store: Store, jobs: list[Job], interrupted: Callable[[], str | None]) -> None:
         self.store = store
         self.active = list(jobs)
         self.parent: _Batch | None = None
+        self.interrupted = interrupted
 
     def only(self, job: Job) -> _Batch:
         """A batch of one of these jobs whose cancellation also leaves this batch."""
-        sub = _Batch(self.store, [job])
+        sub = _Batch(self.store, [job], self.interrupted)
         sub.parent = self
         return sub
 
     def on_step(self, step: int, total: int) -> None:
+        reason = self.interrupted()
+        if reason:
+            raise JobInterrupted(reason)
         for j in list(self.active):
             if self.store.set_progress(j.id, step, total):
                 self.active.remove(j)

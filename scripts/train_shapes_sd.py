@@ -21,12 +21,16 @@ from genaccel.training.shapes_sd import train_shapes_sd
 
 def main() -> None:
     parser, progress, close = training_cli(__doc__ or "", "assets/shapes-sd", "runs/shapes-sd")
+    parser.add_argument("--vae-only", action="store_true", help="train the VAE stage only (saved to WORK/vae)")
     args = parser.parse_args()
     started = time.time()
     train_shapes_sd(args.out, args.work, vae_steps=args.vae_steps, unet_steps=args.unet_steps, batch=args.batch,
                     data=args.data, seed=args.seed, progress=progress,
-                    offset_noise=args.offset_noise, offset_from=args.offset_from)
+                    offset_noise=args.offset_noise, offset_from=args.offset_from, vae_only=args.vae_only)
     close()
+    if args.vae_only:
+        print(f"VAE saved to {args.work / 'vae'}")
+        return
     write_log(args.out / "train_log.json", started, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
               batch=args.batch, data=args.data, seed=args.seed,
               offset_noise=args.offset_noise, offset_from=args.offset_from)

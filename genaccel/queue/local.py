@@ -66,6 +66,11 @@ class LocalDispatcher:
             scope = None if self.scope is None else list(self.scope)
         return self.store.claim_next(worker, only=scope)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a worker thread is still alive (after ``stop`` with a timeout)."""
+        return any(t.is_alive() for t in self._threads)
+
     def _claim_ids(self, worker: str, ids: list[str]) -> list[Job]:
         """Claim these queued jobs too (the runner batches compatible jobs), within scope."""
         with self._wake:

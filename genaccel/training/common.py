@@ -78,7 +78,7 @@ def training_cli(doc: str, out: str, work: str) -> tuple[Any, Any, Any]:
     p = Parser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, default=Path(out))
     p.add_argument("--work", type=Path, default=Path(work), help="checkpoints and caches")
-    p.add_argument("--vae-steps", type=int, default=500)
+    p.add_argument("--vae-steps", type=int, default=3000)
     p.add_argument("--steps", "--unet-steps", dest="unet_steps", type=int, default=3000, help="denoiser steps")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--data", type=int, default=20000, help="training images (latents cached)")

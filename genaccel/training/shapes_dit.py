@@ -77,7 +77,8 @@ def train_shapes_dit(
     cfg = cfg or ShapesDiTConfig()
     vae_losses: list[float] = []
     if vae_from is not None:
-        vae = AutoencoderKL.from_pretrained(vae_from / "vae", torch_dtype=torch.float32, use_safetensors=True)
+        folder = vae_from / "vae" if (vae_from / "vae").is_dir() else vae_from
+        vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32, use_safetensors=True)
     else:
         vae = build_components(ShapesSDConfig(), seed)["vae"]
         vae_losses = train_vae(vae, vae_steps, batch=ShapesSDConfig().vae_batch, seed=seed, ckpt=work / "vae.pt",

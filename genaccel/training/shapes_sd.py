@@ -104,16 +104,21 @@ def check_vae(vae: AutoencoderKL, work: Path) -> dict[str, float]:
 def train_shapes_sd(
     out: Path, work: Path, *, vae_steps: int, unet_steps: int, batch: int = 32, data: int = 20000,
     seed: int = 0, cfg: ShapesSDConfig | None = None, progress: Callable[[str], Progress] | None = None,
-    offset_noise: float = 0.0, offset_from: int = 0,
-) -> StableDiffusionPipeline:
-    """Train both stages (each resumes from ``work``) and save the pipeline to ``out`` in fp16."""
+    offset_noise: float = 0.0, offset_from: int = 0, vae_only: bool = False,
+) -> StableDiffusionPipeline | None:
+    """Train both stages (each resumes from ``work``) and save the pipeline to ``out`` in fp16.
+    The trained VAE is also saved to ``work/vae`` (``shapes-dit`` can reuse it); ``vae_only``
+    stops there."""
     cfg = cfg or ShapesSDConfig()
     parts = build_components(cfg, seed)
     t0 = time.time()
     vae_losses = train_vae(parts["vae"], vae_steps, batch=cfg.vae_batch, seed=seed, ckpt=work / "vae.pt",
                            progress=progress("vae") if progress else None)
     plot_loss(vae_losses, work / "vae_loss.png", "shapes-sd VAE")
+    parts["vae"].save_pretrained(work / "vae", safe_serialization=True)
     check_vae(parts["vae"], work)
+    if vae_only:
+        return None
     latents, captions = cached_latents(parts["vae"], work, data, seed + 1)
     scale = float(1.0 / latents.flatten().std())
     parts["vae"].register_to_config(scaling_factor=scale)
