@@ -456,10 +456,19 @@ def _default_device() -> str:
 @app.command()
 def profiles() -> None:
     """List acceleration profiles and what each does."""
-    from genaccel.profiles import PROFILES
+    from genaccel.profiles import PROFILES, measured_speedups
 
+    measured = measured_speedups()
     for p in PROFILES.values():
         _out(f"{p.name:<10} {p.description}")
+        for family, recipe in p.recipes.items():
+            used = ", ".join(f"{t.name}({', '.join(f'{k}={v}' for k, v in t.options.items())})"
+                             for t in recipe.techniques)
+            steps = f", {recipe.steps} steps" if recipe.steps else ""
+            _out(f"{'':<10}   {family}: {used}{steps}")
+        if measured.get(p.name):
+            speed = ", ".join(f"{model} {x:.2f}x" for model, x in measured[p.name].items())
+            _out(f"{'':<10}   measured end-to-end speed-up against off: {speed}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,17 +1,95 @@
-"""Named acceleration profiles. Each resolves, per denoiser family, to an ordered list of
-technique configs (``genaccel/accel/``); ``off`` runs the pipeline as its authors ship it."""
+"""Named acceleration profiles: ``off``, ``balanced``, ``fast``, ``max``. Each resolves, per
+denoiser family, to a *recipe*: an ordered list of techniques (``genaccel/accel/``) and,
+for profiles that change the sampler, their own step count. ``off`` runs the pipeline as its
+authors ship it. An explicit technique list in a request is applied after the profile's.
+
+The recipes are training-free (no weights needed); the measured speed-up and quality of each on
+the reference models are in docs/benchmarks.md and shown by ``genaccel profiles``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genaccel.spec import TechniqueSpec
+
+
+@dataclass(frozen=True)
+class Recipe:
+    techniques: tuple[TechniqueSpec, ...] = ()
+    steps: int | None = None
+    """The profile's own step count (used when the request names none); ``None``: the model's."""
 
 
 @dataclass(frozen=True)
 class Profile:
     name: str
     description: str
+    recipes: dict[str, Recipe] = field(default_factory=dict)
+
+    def recipe(self, family: str) -> Recipe:
+        """The recipe for ``family``; families a profile has nothing for run as ``off``."""
+        return self.recipes.get(family, Recipe())
+
+
+def _t(name: str, **options: object) -> TechniqueSpec:
+    return TechniqueSpec(name=name, options=dict(options))
+
+
+_UNET = ("sd-unet", "sdxl-unet")
+_DIT = ("image-dit",)
+
+
+def _per_family(unet: Recipe, dit: Recipe) -> dict[str, Recipe]:
+    return {**dict.fromkeys(_UNET, unet), **dict.fromkeys(_DIT, dit)}
 
 
 PROFILES: dict[str, Profile] = {
     "off": Profile("off", "no acceleration: the model's own scheduler and step count"),
+    "balanced": Profile(
+        "balanced", "training-free, near-lossless: DPM-Solver++ at 20 steps; DeepCache (UNet) or TaylorSeer (DiT) "
+        "on top",
+        _per_family(Recipe((_t("solver"), _t("deepcache", interval=2)), steps=20),
+                    Recipe((_t("solver"), _t("taylorseer", interval=2, warmup=4)), steps=20)),
+    ),
+    "fast": Profile(
+        "fast", "training-free, small quality loss: DPM-Solver++ at 12 steps with DeepCache every 3rd step (UNet) "
+        "or TaylorSeer (DiT)",
+        _per_family(Recipe((_t("solver"), _t("deepcache", interval=3)), steps=12),
+                    Recipe((_t("solver"), _t("taylorseer", interval=3, warmup=3)), steps=12)),
+    ),
+    "max": Profile(
+        "max", "training-free, fastest: DPM-Solver++ at 8 steps with DeepCache (UNet) or the first-block cache (DiT)",
+        _per_family(Recipe((_t("solver"), _t("deepcache", interval=2)), steps=8),
+                    Recipe((_t("solver"), _t("fbcache", threshold=0.1)), steps=8)),
+    ),
 }
+
+
+def describe(profile: Profile) -> dict[str, object]:
+    """A JSON-ready summary: what each family gets, and the measured speed-ups."""
+    return {
+        "name": profile.name, "description": profile.description,
+        "families": {family: {"techniques": [t.model_dump() for t in r.techniques], "steps": r.steps}
+                     for family, r in profile.recipes.items()},
+        "measured": measured_speedups().get(profile.name, {}),
+    }
+
+
+def measured_speedups(results: Path | None = None) -> dict[str, dict[str, float]]:
+    """``{profile: {model: speed-up}}`` from the recorded benchmark runs in ``bench/results``."""
+    import json
+
+    folder = results or Path(__file__).resolve().parents[1] / "bench" / "results"
+    found: dict[str, dict[str, float]] = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            rows = json.loads(path.read_text()).get("rows", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+        for row in rows:
+            measured = isinstance(row, dict) and row.get("speedup") and not row.get("baseline")
+            if measured and row.get("profile") in PROFILES:
+                found.setdefault(row["profile"], {})[str(row.get("model"))] = round(float(row["speedup"]), 2)
+    return found

@@ -36,9 +36,10 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
     if request.profile not in PROFILES:
         raise UnknownProfile("profile", request.profile, "no such profile",
                              f"use one of: {', '.join(PROFILES)} (see `genaccel profiles`)")
-    for config in technique_configs(request):
+    for config in technique_configs(request, info.family):
         check_family(config, info.family)
     p = request.params
+    recipe = PROFILES[request.profile].recipe(info.family)
     if p.init_image is not None and not supports_img2img(info.pipeline_class):
         raise InvalidRequest("init_image", p.init_image, f"model {info.name} ({info.pipeline_class}) has no "
                              "image-to-image variant",
@@ -51,7 +52,7 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
                              "megapixels", "lower --width or --height")
     params = GenParams(**{
         **p.model_dump(),
-        "steps": p.steps if p.steps is not None else d.steps,
+        "steps": p.steps if p.steps is not None else recipe.steps or d.steps,
         "guidance_scale": p.guidance_scale if p.guidance_scale is not None else d.guidance_scale,
         "width": width, "height": height,
         "seed": p.seed if p.seed is not None else new_seed(),
@@ -61,9 +62,23 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
     return request.model_copy(update={"model": info.name, "params": params}), info
 
 
-def technique_configs(request: JobRequest) -> list[Any]:
-    """The technique configs a request asks for explicitly (profiles add theirs in the runner)."""
-    return [parse_technique(spec) for spec in request.techniques]
+def technique_configs(request: JobRequest, family: str) -> list[Any]:
+    """The technique configs to apply: the profile's recipe for ``family``, then the request's own."""
+    specs = [*PROFILES[request.profile].recipe(family).techniques, *request.techniques]
+    return [parse_technique(spec) for spec in specs]
+
+
+CACHES = frozenset({"deepcache", "fbcache", "pab", "taylorseer", "tome", "todo"})
+
+
+def technique_warnings(request: JobRequest, configs: list[Any]) -> list[str]:
+    """Combinations that work but barely help, said in the job's metadata rather than refused."""
+    steps = request.params.steps or 0
+    cached = [c.name for c in configs if c.name in CACHES]
+    if cached and 0 < steps <= 8 and any(c.name in ("deepcache", "fbcache", "pab", "taylorseer") for c in configs):
+        return [f"{', '.join(cached)} at {steps} steps barely helps: caching reuses work between neighbouring "
+                "steps, and few-step sampling leaves little to reuse"]
+    return []
 
 
 def _absolute(path: str) -> str:

@@ -19,7 +19,7 @@ from genaccel.store.base import Store
 from pipelines.image import batch_key, generate_batch, generate_images
 from pipelines.loader import CacheKey, ModelCache, load_pipeline, resolve_device, resolve_dtype
 from pipelines.memory import OutOfMemory, free_memory, is_out_of_memory, memory_saving, undo_memory_saving
-from pipelines.prepare import technique_configs
+from pipelines.prepare import technique_configs, technique_warnings
 from pipelines.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -131,13 +131,14 @@ class JobRunner:
         t0 = time.perf_counter()
         with self.cache.use(key, lambda: load_pipeline(info, self.device, self.dtype)) as pipe:
             load_s = round(time.perf_counter() - t0, 4)
-            scheduler = type(pipe.scheduler).__name__
-            techniques = apply_techniques(pipe, technique_configs(request))
+            configs = technique_configs(request, info.family)
+            techniques = apply_techniques(pipe, configs)
             try:
+                scheduler = type(pipe.scheduler).__name__  # the one used (a technique may swap it)
                 applied = techniques.describe()
                 common = {"scheduler": scheduler, "device": str(self.device), "batch_size": len(batch.active),
                           "dtype": str(self.dtype).removeprefix("torch."), "techniques": applied,
-                          "warnings": guidance_warnings(pipe)}
+                          "warnings": guidance_warnings(pipe) + technique_warnings(request, configs)}
                 for j in batch.active:
                     self.store.update_metadata(j.id, common)
                 t1 = time.perf_counter()

@@ -24,6 +24,7 @@ from genaccel.api.uploads import save_data_url
 from genaccel.api.views import REQUEST_EXAMPLE, ErrorView, JobPageView, JobView, job_view
 from genaccel.errors import GenAccelError, InvalidRequest, JobNotFound, JobStateConflict
 from genaccel.profiles import PROFILES
+from genaccel.profiles import describe as describe_profile
 from genaccel.queue.base import Dispatcher
 from genaccel.settings import Settings
 from genaccel.spec import MODALITIES, Job, JobRequest, JobState, Modality
@@ -265,7 +266,7 @@ def create_app(backend: Backend) -> FastAPI:
     def profiles(request: Request, authorization: AuthHeader = None) -> list[dict[str, Any]]:
         """Acceleration profiles and what each does."""
         caller(request, authorization)
-        return [asdict(p) for p in PROFILES.values()]
+        return [describe_profile(p) for p in PROFILES.values()]
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, Any]:

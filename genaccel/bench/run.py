@@ -9,6 +9,7 @@ against the group's baseline row at the same seeds).
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import statistics
 import time
@@ -70,8 +71,13 @@ def run_matrix(matrix: BenchMatrix, settings: Settings, *, command: str = "",
     from pipelines.registry import ModelRegistry
 
     say = progress or (lambda _: None)
+    from genaccel.profiles import PROFILES
+
     registry = ModelRegistry(settings)
     rows = matrix.rows()
+    # a profile that sets its own step count keeps it; the matrix's steps apply to the others
+    rows = [r if PROFILES.get(r.profile) is None or PROFILES[r.profile].recipe(registry.resolve(r.model).family).steps
+            is None else dataclasses.replace(r, steps=None) for r in rows]
     prepared = [prepare_request(_request(r, "a shape", matrix.seed, r.batch), registry, settings) for r in rows]
     quality = QualityData(matrix.quality.prompts, matrix.quality.seed) if matrix.quality.enabled else None
     device = resolve_device(settings.device)
@@ -87,7 +93,7 @@ def run_matrix(matrix: BenchMatrix, settings: Settings, *, command: str = "",
         pipe = pipes[info.name]
         if quality is not None:
             request = request.model_copy(update={"prompt": quality.prompts[0]})
-        applied = apply_techniques(pipe, technique_configs(request))
+        applied = apply_techniques(pipe, technique_configs(request, info.family))
         try:
             record = _measure(pipe, request, row, matrix, applied, label, say)
             if quality is not None:

@@ -93,6 +93,7 @@ def check_vae(vae: AutoencoderKL, work: Path) -> dict[str, float]:
     if not (evaluator / "config.json").is_file():
         return {}
     report = vae_report(vae, evaluator)
+    work.mkdir(parents=True, exist_ok=True)
     (work / "vae_report.json").write_text(json.dumps(report, indent=2) + "\n")
     weak = {k: v for k, v in report.items() if v < 0.98}
     if weak:

@@ -1,0 +1,241 @@
+"""DiT caches from diffusers, made to work in every DiT pipeline genaccel serves.
+
+diffusers ships the caches (``diffusers.hooks``: first-block cache, Pyramid Attention Broadcast,
+TaylorSeer); they are used as they are, not copied. What they need from a pipeline, and what
+several pipelines (PixArt-α, PixArt-Σ, SANA) do not give them, is supplied here by one outer
+hook on the transformer instance:
+
+* a **cache context** around every denoiser call (diffusers' stateful hooks refuse to run
+  without one; only some pipelines call ``transformer.cache_context``);
+* the **current timestep** for the techniques that skip by timestep range (PAB), read from the
+  call's ``timestep`` argument;
+* **per-sample decisions** for the data-dependent first-block cache: its skip test compares
+  residuals averaged over the whole batch, so a picture would depend on which other requests
+  shared its batch. With ``per_sample`` (the default) each row of the batch runs under its own
+  context, so each keeps its own residuals and decisions;
+* a **reset** before every job (``Handle.reset``), so no state leaks between jobs.
+
+Non-public diffusers names used here (pinned by ``tests/test_accel_dit_cache.py`` and the
+``diffusers<0.43`` requirement): ``diffusers.hooks.hooks.CacheContext`` and
+``_set_cache_context``, and the hook names each ``apply_*`` function registers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.first_block_cache import (
+    _FBC_BLOCK_HOOK,
+    _FBC_LEADER_BLOCK_HOOK,
+    FirstBlockCacheConfig,
+    apply_first_block_cache,
+)
+from diffusers.hooks.hooks import CacheContext, _set_cache_context
+from diffusers.hooks.pyramid_attention_broadcast import (
+    _PYRAMID_ATTENTION_BROADCAST_HOOK,
+    PyramidAttentionBroadcastConfig,
+    apply_pyramid_attention_broadcast,
+)
+from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK, TaylorSeerCacheConfig, apply_taylorseer_cache
+
+from genaccel.accel.base import technique
+
+CONTEXT_HOOK = "genaccel_dit_context"
+DIT_FAMILIES = ("image-dit", "video-dit", "audio-dit")
+UNET_ALTERNATIVE = {"sd-unet": "use deepcache for UNets", "sdxl-unet": "use deepcache for UNets"}
+
+
+@dataclass(frozen=True)
+class FirstBlockCache:
+    """First-block cache (ParaAttention; TeaCache's idea): when the first block's residual
+    changed by less than ``threshold`` (relative) since the last full pass, reuse the other
+    blocks' cached residual.
+
+    Args:
+        threshold: relative change below which the remaining blocks are skipped.
+        per_sample: decide per batch row, so a result never depends on its batch companions.
+    """
+
+    threshold: float = 0.08
+    per_sample: bool = True
+    name: ClassVar[str] = "fbcache"
+    families: ClassVar[tuple[str, ...]] = DIT_FAMILIES
+    alternatives: ClassVar[dict[str, str]] = UNET_ALTERNATIVE
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold={self.threshold} must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class PyramidAttentionBroadcast:
+    """Pyramid Attention Broadcast (Zhao et al. 2024): inside the timestep window
+    ``[window_low, window_high]`` self-attention outputs are recomputed only every ``skip``
+    calls and broadcast in between.
+
+    Args:
+        skip: recompute self-attention every ``skip`` denoiser calls.
+        window_low, window_high: timesteps (0..1000) where skipping is allowed.
+    """
+
+    skip: int = 2
+    window_low: int = 100
+    window_high: int = 800
+    name: ClassVar[str] = "pab"
+    families: ClassVar[tuple[str, ...]] = DIT_FAMILIES
+    alternatives: ClassVar[dict[str, str]] = UNET_ALTERNATIVE
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.skip <= 10:
+            raise ValueError(f"skip={self.skip} must be between 2 and 10")
+        if not 0 <= self.window_low < self.window_high <= 1000:
+            raise ValueError(f"window {self.window_low}..{self.window_high} must satisfy 0 <= low < high <= 1000")
+
+
+@dataclass(frozen=True)
+class TaylorSeer:
+    """TaylorSeer (Liu et al. 2025): full passes every ``interval`` calls; in between, block
+    outputs are predicted by a Taylor expansion of their recent history.
+
+    Args:
+        interval: full pass every ``interval`` calls.
+        warmup: calls always computed at the start.
+        order: Taylor order (1 or 2).
+    """
+
+    interval: int = 3
+    warmup: int = 3
+    order: int = 1
+    name: ClassVar[str] = "taylorseer"
+    families: ClassVar[tuple[str, ...]] = DIT_FAMILIES
+    alternatives: ClassVar[dict[str, str]] = UNET_ALTERNATIVE
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.interval <= 20:
+            raise ValueError(f"interval={self.interval} must be between 1 and 20")
+        if not 0 <= self.warmup <= 50:
+            raise ValueError(f"warmup={self.warmup} must be between 0 and 50")
+        if self.order not in (1, 2):
+            raise ValueError(f"order={self.order} must be 1 or 2")
+
+
+class _ContextHook(ModelHook):
+    """Outermost hook on the transformer: sets the cache context (per row with ``per_sample``),
+    records the call's timestep, counts calls."""
+
+    def __init__(self, per_sample: bool) -> None:
+        super().__init__()
+        self.per_sample = per_sample
+        self.calls = 0
+        self.timestep = 1000.0
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        t = kwargs.get("timestep")
+        if isinstance(t, torch.Tensor):
+            self.timestep = float(t.reshape(-1)[0])  # one scalar per call (PAB compares it to its window)
+        elif t is not None:
+            self.timestep = float(t)
+        step = self.calls
+        self.calls += 1
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        rows = hidden.shape[0] if isinstance(hidden, torch.Tensor) else 1
+        if not self.per_sample or rows == 1:
+            return self._call(module, "batch", step, args, kwargs)
+        outputs = [self._call(module, f"row{i}", step, _rows(args, i, rows), _rows(kwargs, i, rows))
+                   for i in range(rows)]
+        return _concat(outputs)
+
+    def _call(self, module: torch.nn.Module, name: str, step: int, args: Any, kwargs: Any) -> Any:
+        _set_cache_context(module, CacheContext(name, step_index=step, timestep=self.timestep))
+        try:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        finally:
+            _set_cache_context(module, None)
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        self.calls, self.timestep = 0, 1000.0
+        return module
+
+
+def _rows(value: Any, i: int, rows: int) -> Any:
+    """Row ``i`` of every batch-sized tensor inside ``value`` (tuples, lists, dicts)."""
+    if isinstance(value, torch.Tensor):
+        return value[i:i + 1] if value.ndim and value.shape[0] == rows else value
+    if isinstance(value, dict):
+        return {k: _rows(v, i, rows) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_rows(v, i, rows) for v in value)
+    return value
+
+
+def _concat(outputs: list[Any]) -> Any:
+    first = outputs[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(outputs)
+    if isinstance(first, tuple):
+        return tuple(_concat([o[k] for o in outputs]) for k in range(len(first)))
+    if hasattr(first, "sample"):  # diffusers' Transformer2DModelOutput and friends
+        return type(first)(sample=torch.cat([o.sample for o in outputs]))
+    raise TypeError(f"cannot merge per-sample outputs of type {type(first).__name__}")
+
+
+class _DiTCacheHandle:
+    def __init__(self, transformer: torch.nn.Module, hook_names: tuple[str, ...], context: _ContextHook) -> None:
+        self.transformer, self.hook_names, self.context = transformer, hook_names, context
+
+    def reset(self) -> None:
+        HookRegistry.check_if_exists_or_initialize(self.transformer).reset_stateful_hooks(recurse=True)
+        self.context.reset_state(self.transformer)
+
+    def remove(self) -> None:
+        registry = HookRegistry.check_if_exists_or_initialize(self.transformer)
+        registry.remove_hook(CONTEXT_HOOK, recurse=False)
+        for name in self.hook_names:
+            registry.remove_hook(name, recurse=True)
+        registry.invalidate_child_registries_cache()
+
+
+def _install(pipe: Any, apply: Any, hook_names: tuple[str, ...], per_sample: bool) -> _DiTCacheHandle:
+    transformer = getattr(pipe, "transformer", None)
+    if transformer is None:
+        raise TypeError(f"{type(pipe).__name__} has no transformer to cache")
+    context = _ContextHook(per_sample)
+    apply(transformer, context)
+    registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    registry.invalidate_child_registries_cache()
+    registry.register_hook(context, CONTEXT_HOOK)  # registered last: outermost
+    return _DiTCacheHandle(transformer, hook_names, context)
+
+
+@technique(FirstBlockCache)
+def apply_fbcache(pipe: Any, config: FirstBlockCache) -> _DiTCacheHandle:
+    return _install(pipe, lambda tr, _: apply_first_block_cache(tr, FirstBlockCacheConfig(threshold=config.threshold)),
+                    (_FBC_LEADER_BLOCK_HOOK, _FBC_BLOCK_HOOK), config.per_sample)
+
+
+@technique(PyramidAttentionBroadcast)
+def apply_pab(pipe: Any, config: PyramidAttentionBroadcast) -> _DiTCacheHandle:
+    def apply(transformer: torch.nn.Module, context: _ContextHook) -> None:
+        apply_pyramid_attention_broadcast(transformer, PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=config.skip,
+            spatial_attention_timestep_skip_range=(config.window_low, config.window_high),
+            current_timestep_callback=lambda: context.timestep,
+        ))
+
+    return _install(pipe, apply, (_PYRAMID_ATTENTION_BROADCAST_HOOK,), per_sample=False)
+
+
+@technique(TaylorSeer)
+def apply_taylorseer(pipe: Any, config: TaylorSeer) -> _DiTCacheHandle:
+    def apply(transformer: torch.nn.Module, _: _ContextHook) -> None:
+        apply_taylorseer_cache(transformer, TaylorSeerCacheConfig(
+            cache_interval=config.interval, disable_cache_before_step=config.warmup, max_order=config.order,
+            taylor_factors_dtype=torch.float32,
+            # whole blocks: diffusers' default patterns ("...attn") fullmatch no PixArt-style name (attn1, attn2)
+            cache_identifiers=[r"^(transformer_blocks|blocks|single_transformer_blocks)\.\d+$"],
+        ))
+
+    return _install(pipe, apply, (_TAYLORSEER_CACHE_HOOK,), per_sample=False)
