@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     """Where artifacts go when the caller names no folder (default: ``home/outputs``)."""
     model_dirs: list[Path] = Field(default_factory=list)
     """Folders whose sub-folders (diffusers pipelines) are served by their folder name."""
+    lora_dirs: list[Path] = Field(default_factory=list)
+    """Folders of LoRA adapters (``NAME/`` folders or ``NAME.safetensors`` files) that requests may
+    name; ``home/loras`` is always searched."""
     default_model: str | None = None
     """Model used when a request names none (default: shapes-sd when shipped, else tiny-sd)."""
     device: str = "auto"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from genaccel.accel import check_family, parse_technique
+from genaccel.accel.lora import LoRAConfig, check_lora
 from genaccel.errors import InvalidRequest, UnknownProfile, UnsupportedModality
 from genaccel.profiles import PROFILES
 from genaccel.settings import Settings
@@ -38,6 +39,8 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
                              f"use one of: {', '.join(PROFILES)} (see `genaccel profiles`)")
     for config in technique_configs(request, info.family):
         check_family(config, info.family)
+        if isinstance(config, LoRAConfig):
+            check_lora(config, info.family, settings)
     p = request.params
     recipe = PROFILES[request.profile].recipe(info.family)
     if p.init_image is not None and not supports_img2img(info.pipeline_class):
