@@ -7,8 +7,14 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from genaccel.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from genaccel.api import Backend
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +72,19 @@ def _server_class():  # type: ignore[no-untyped-def]
     return Server
 
 
+def mount_web_ui(app: FastAPI, backend: Backend, log: Callable[[str], None] = print) -> bool:
+    """Mount the Gradio web UI at ``/ui``; without Gradio installed, say so and serve the API alone."""
+    try:
+        from ui.app import mount_ui
+    except ImportError as exc:
+        log(f"genaccel: web UI off ({exc}); fix: pip install gradio")
+        return False
+    mount_ui(app, backend, "/ui")
+    return True
+
+
 def run_server(settings: Settings, host: str, port: int, *, grace_s: float = 30.0,
-               log: Callable[[str], None] = print) -> None:
+               log: Callable[[str], None] = print, ui: bool = True) -> None:
     import uvicorn
 
     from genaccel.api import create_app
@@ -76,9 +93,11 @@ def run_server(settings: Settings, host: str, port: int, *, grace_s: float = 30.
 
     backend, stop = build_backend(settings)
     app = create_app(backend)
+    with_ui = ui and mount_web_ui(app, backend, log)
     shape = f"Redis store at {settings.redis_url}, Celery workers" if settings.redis_url else \
         f"SQLite store {settings.database}, {settings.workers} embedded worker(s)"
-    log(f"genaccel: serving http://{host}:{port} ({shape}); API docs at /docs")
+    log(f"genaccel: serving http://{host}:{port} ({shape}); API docs at /docs"
+        + ("; web UI at /ui" if with_ui else ""))
     if not settings.api_keys:
         log("genaccel: no API keys configured: listening on this machine only, every caller sees every job")
     server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))

@@ -1,0 +1,155 @@
+"""One generation tab (image, video, speech or music): prompt, model and profile pickers,
+advanced parameters with the API's limits, live progress, Stop, outputs and re-runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from genaccel.profiles import PROFILES
+from genaccel.spec import Job, Modality
+from pipelines.registry import ModelInfo
+from ui import render
+from ui.jobs import optional_number
+from ui.page import FAILURES, POLL_S, Page, message
+
+
+def _model_md(info: ModelInfo) -> str:
+    d = info.defaults
+    return (f"`{info.name}` ({info.family}): {d.steps} steps, guidance {d.guidance_scale:g}, {d.width}×{d.height}. "
+            f"{info.description}")
+
+
+def _number_box(label: str, default: float | None, elem_id: str, empty: str = "") -> gr.Textbox:
+    """An optional number: empty means the model's default (shown as the placeholder)."""
+    hint = empty or ("the model's" if default is None else f"the model's: {default:g}")
+    return gr.Textbox(label=label, placeholder=f"empty: {hint}", max_lines=1, elem_id=elem_id)
+
+
+INTEGER_FIELDS = frozenset({"seed", "width", "height", "frames"})
+NUMBER_FIELDS = frozenset({*INTEGER_FIELDS, "guidance", "fps", "duration"})
+
+
+def generate_tab(blocks: gr.Blocks, page: Page, modality: Modality, key: gr.Textbox) -> None:
+    """Build the tab for ``modality`` inside the current ``gr.Tab``; ``key`` is the API key box."""
+    limits = page.backend.settings.limits
+    models = {m.name: m for m in page.backend.registry.available() if m.modality == modality}
+    default = page.backend.registry.default_model(modality)
+    default = default if default in models else next(iter(models))
+    with gr.Row(equal_height=True):
+        prompt = gr.Textbox(label="Prompt", lines=2, max_lines=6, scale=5, elem_id=f"{modality}-prompt",
+                            placeholder="a red circle on a blue background")
+        with gr.Column(scale=1, min_width=140):
+            go = gr.Button("Generate", variant="primary", elem_id=f"{modality}-generate")
+            stop = gr.Button("Stop", variant="stop", elem_id=f"{modality}-stop")
+    with gr.Row():
+        model = gr.Dropdown(list(models), value=default, label="Model", scale=1)
+        profile = gr.Dropdown(list(PROFILES), value="off", label="Acceleration profile", scale=1)
+    with gr.Row():
+        model_info = gr.Markdown(_model_md(models[default]))
+        profile_info = gr.Markdown(page.profile_info("off"))
+    d = models[default].defaults
+    with gr.Accordion("Advanced parameters", open=False):
+        fields: dict[str, Any] = {
+            "negative_prompt": gr.Textbox(label="Negative prompt", max_lines=3),
+            "steps": gr.Slider(0, limits.steps_max, value=0, step=1, label="Steps (0: the profile's or model's own)"),
+            "guidance": _number_box(f"Guidance (0 to {limits.guidance_max:g})", d.guidance_scale,
+                                    f"{modality}-guidance"),
+            "seed": _number_box("Seed", None, f"{modality}-seed", empty="random"),
+        }
+        if modality in ("image", "video"):
+            size = f"{limits.size_min} to {limits.size_max}, a multiple of {limits.size_multiple}"
+            fields["width"] = _number_box(f"Width ({size})", d.width, f"{modality}-width")
+            fields["height"] = _number_box(f"Height ({size})", d.height, f"{modality}-height")
+        if modality == "video":
+            fields["frames"] = _number_box(f"Frames (1 to {limits.frames_max})", None, "video-frames")
+            fields["fps"] = _number_box(f"Frames per second (up to {limits.fps_max:g})", None, "video-fps")
+        if modality in ("speech", "music"):
+            fields["duration"] = _number_box(f"Duration in seconds (up to {limits.duration_max_s:g})", None,
+                                             f"{modality}-duration")
+        if modality in ("image", "video"):
+            mb = limits.init_image_max_bytes / 2**20
+            fields["init_image"] = gr.Image(None, type="filepath", sources=["upload"], height=160,
+                                            label=f"Init image (image-to-image; PNG, JPEG or WebP up to {mb:g} MB)")
+            fields["strength"] = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Strength (with an init image)")
+    error = gr.HTML(elem_id=f"{modality}-error")
+    progress = gr.HTML(elem_id=f"{modality}-progress")
+    result = gr.HTML(elem_id=f"{modality}-result")
+    timings = gr.Markdown()
+    with gr.Row():
+        rerun = gr.Button("Re-run with this seed", size="sm", elem_id=f"{modality}-rerun")
+        vary = gr.Button("Vary seed", size="sm", elem_id=f"{modality}-vary")
+    params = gr.Code("", language="json", label="Generation parameters (copy to re-use)", lines=4)
+    current = gr.BrowserState("", storage_key=f"genaccel-job-{modality}")
+    timer = gr.Timer(POLL_S, active=False)
+    names = list(fields)
+    shown = [progress, result, timings, params]
+
+    def started(job: Job) -> tuple[Any, ...]:
+        return ("", *page.show(job), job.id, gr.Timer(active=not job.done))
+
+    def failed(exc: Exception) -> tuple[Any, ...]:
+        return (render.error_html(message(exc)), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+
+    def generate(api_key: str, text: str, model_name: str, profile_name: str, *values: Any) -> tuple[Any, ...]:
+        flat: dict[str, Any] = {"modality": modality, "prompt": text or "", "model": model_name,
+                                "profile": profile_name, **dict(zip(names, values, strict=True))}
+        if not flat.get("steps"):
+            flat["steps"] = None
+        if not flat.get("init_image"):
+            flat["strength"] = None
+        try:
+            for name in NUMBER_FIELDS & flat.keys():
+                flat[name] = optional_number(name, flat[name], integer=name in INTEGER_FIELDS)
+            upload = flat.pop("init_image", None)
+            return started(page.jobs.submit(flat, page.jobs.owner(api_key), upload=upload))
+        except FAILURES as exc:
+            return failed(exc)
+
+    def again(api_key: str, job_id: str, vary_seed: bool) -> tuple[Any, ...]:
+        try:
+            owner = page.jobs.owner(api_key)
+            job = page.jobs.get(job_id, owner)
+            return started(page.jobs.vary(job, owner) if vary_seed else page.jobs.rerun(job, owner))
+        except FAILURES as exc:
+            return failed(exc)
+
+    def poll(api_key: str, job_id: str) -> tuple[Any, ...]:
+        if not job_id:
+            return (gr.skip(),) * len(shown) + (gr.Timer(active=False),)
+        try:
+            job = page.jobs.get(job_id, page.jobs.owner(api_key))
+        except FAILURES:
+            return ("", "", "", "", gr.Timer(active=False))
+        return (*page.show(job), gr.Timer(active=not job.done))
+
+    def cancel(api_key: str, job_id: str) -> tuple[Any, ...]:
+        try:
+            job = page.jobs.cancel(job_id, page.jobs.owner(api_key))
+        except FAILURES as exc:
+            return render.error_html(message(exc)), gr.skip(), gr.skip()
+        return "", render.progress_html(job), gr.Timer(active=True)
+
+    outs = [error, *shown, current, timer]
+    inputs = [key, prompt, model, profile, *fields.values()]
+    go.click(generate, inputs, outs, queue=False, api_visibility="private")
+    prompt.submit(generate, inputs, outs, queue=False, api_visibility="private")
+    rerun.click(lambda k, j: again(k, j, False), [key, current], outs, queue=False, api_visibility="private")
+    vary.click(lambda k, j: again(k, j, True), [key, current], outs, queue=False, api_visibility="private")
+    stop.click(cancel, [key, current], [error, progress, timer], queue=False, api_visibility="private")
+    timer.tick(poll, [key, current], [*shown, timer], queue=False, api_visibility="private")
+    profile.change(page.profile_info, profile, profile_info, queue=False, api_visibility="private")
+    def pick_model(name: str) -> tuple[Any, ...]:
+        info = models.get(name)
+        if info is None:
+            return ("",) + (gr.skip(),) * len(sized)
+        d = info.defaults
+        values = {"guidance": d.guidance_scale, "width": d.width, "height": d.height}
+        return (_model_md(info), *(gr.Textbox(placeholder=f"empty: the model's: {values[n]:g}") for n in sized))
+
+    sized = [n for n in ("guidance", "width", "height") if n in fields]
+    model.change(pick_model, model, [model_info, *(fields[n] for n in sized)], queue=False, api_visibility="private")
+    # after a reload: show the tab's last job again and follow it while it runs
+    for trigger in (blocks.load, key.change):
+        trigger(poll, [key, current], [*shown, timer], queue=False, api_visibility="private")
