@@ -79,8 +79,8 @@ def technique_warnings(request: JobRequest, configs: list[Any]) -> list[str]:
     steps = request.params.steps or 0
     cached = [c.name for c in configs if c.name in CACHES]
     if cached and 0 < steps <= 8 and any(c.name in ("deepcache", "fbcache", "pab", "taylorseer") for c in configs):
-        return [f"{', '.join(cached)} at {steps} steps barely helps: caching reuses work between neighbouring "
-                "steps, and few-step sampling leaves little to reuse"]
+        return [f"{', '.join(cached)} at {steps} steps saves little and costs quality: caching reuses work "
+                "between neighbouring steps, and few-step sampling leaves little to reuse"]
     return []
 
 

@@ -27,7 +27,7 @@ def test_profiles_resolve_per_family_and_keep_their_steps(settings: Settings) ->
         request = JobRequest(prompt="a cat", model=model, profile="balanced")
         resolved, info = prepare_request(request, registry, settings)
         assert info.family == family
-        assert resolved.params.steps == PROFILES["balanced"].recipe(family).steps == 20
+        assert resolved.params.steps == PROFILES["balanced"].recipe(family).steps == 15
         assert [c.name for c in technique_configs(resolved, family)] == ["solver", expected]
     explicit = JobRequest.from_flat({"prompt": "a cat", "model": "tiny-sd", "profile": "fast", "steps": 30})
     assert prepare_request(explicit, registry, settings)[0].params.steps == 30  # the user's steps win
@@ -65,14 +65,14 @@ def test_job_records_profile_techniques_and_warnings(settings: Settings, tmp_pat
     assert [t["name"] for t in balanced.metadata["techniques"]] == ["solver", "deepcache"]
     assert balanced.metadata["scheduler"] == "DPMSolverMultistepScheduler"
     assert off.metadata["scheduler"] == "DDIMScheduler"  # the model's own, restored after the other jobs
-    assert balanced.progress.total == 20 and fastest.progress.total == 8
-    assert any("barely helps" in w for w in fastest.metadata["warnings"])
+    assert balanced.progress.total == 15 and fastest.progress.total == 8
+    assert any("saves little and costs quality" in w for w in fastest.metadata["warnings"])
     assert balanced.metadata["warnings"] == []
 
 
 def test_profiles_command_and_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profiles"]) == 0
     out = capsys.readouterr().out
-    assert "balanced" in out and "sd-unet: solver(), deepcache(interval=2), 20 steps" in out
+    assert "balanced" in out and "sd-unet: solver(), deepcache(interval=2), 15 steps" in out
     summary = describe(PROFILES["fast"])
-    assert summary["families"]["image-dit"]["steps"] == 12  # type: ignore[index]
+    assert summary["families"]["image-dit"]["steps"] == 8  # type: ignore[index]
