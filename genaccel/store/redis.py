@@ -44,8 +44,9 @@ from redis.exceptions import WatchError
 
 from genaccel.errors import InvalidRequest, JobNotFound, JobStateConflict
 from genaccel.settings import Settings
-from genaccel.spec import TERMINAL_STATES, Artifact, Job, JobError, JobRequest, JobState, Modality, Progress
+from genaccel.spec import Artifact, Job, JobError, JobRequest, JobState, Modality, Progress
 from genaccel.store.base import LATENCY_WINDOW, JobPage, Recovery, StoreStats, owner_is_dead
+from genaccel.store.transitions import cancelled, finished, requeued
 
 PRIORITY_BAND = 1e12
 """Queue score step between priorities; ``seq`` must stay below it (a trillion jobs)."""
@@ -309,37 +310,13 @@ class RedisStore:
         self, job_id: str, state: JobState, *, artifacts: list[Artifact] | None = None,
         error: JobError | None = None, timings: dict[str, float] | None = None,
     ) -> Job:
-        def change(job: Job) -> Job:
-            if job.done:
-                raise JobStateConflict(f"job {job_id} is already {job.state}; it cannot become {state}")
-            return job.model_copy(update={
-                "state": state, "finished_at": time.time(), "artifacts": artifacts or [],
-                "error": error, "timings": {**job.timings, **(timings or {})},
-            })
-
-        return self._mutate(job_id, change)
+        return self._mutate(job_id, lambda job: finished(job, state, artifacts, error, timings))
 
     def cancel(self, job_id: str) -> Job:
-        def change(job: Job) -> Job:
-            if job.state in TERMINAL_STATES:
-                raise JobStateConflict(
-                    f"job {job_id} is already {job.state} and cannot be cancelled; fix: nothing to do")
-            if job.state == "queued":
-                return job.model_copy(update={"state": "cancelled", "cancel_requested": True,
-                                              "finished_at": time.time()})
-            return job.model_copy(update={"cancel_requested": True})
-
-        return self._mutate(job_id, change)
+        return self._mutate(job_id, cancelled)
 
     def requeue(self, job_id: str, reason: str) -> Job:
-        def change(job: Job) -> Job:
-            if job.state != "running":
-                raise JobStateConflict(f"job {job_id} is {job.state}, only a running job can be re-queued")
-            notes = [*job.metadata.get("requeued", []), reason]
-            return job.model_copy(update={"state": "queued", "worker": None, "progress": Progress(),
-                                          "metadata": {**job.metadata, "requeued": notes}})
-
-        return self._mutate(job_id, change)
+        return self._mutate(job_id, lambda job: requeued(job, reason))
 
     def recover(self, max_attempts: int) -> list[Recovery]:
         done: list[Recovery] = []
