@@ -26,7 +26,7 @@ def test_builtins_resolve_without_loading(settings: Settings) -> None:
 
 
 def test_unknown_model_lists_choices(settings: Settings) -> None:
-    with pytest.raises(UnknownModel, match=r"model=.nope. is invalid: no such model; fix: use one of: tiny-dit"):
+    with pytest.raises(UnknownModel, match=r"nope. is invalid: no such model; fix: use one of: noop, .*, tiny-sd"):
         ModelRegistry(settings).resolve("nope")
 
 
