@@ -12,7 +12,8 @@ from genaccel.cli import main
 from genaccel.errors import GenAccelError, InvalidRequest
 
 ROW_KEYS = {"model", "profile", "techniques", "steps", "width", "height", "batch", "latency_s", "latency_s_min",
-            "latency_s_max", "denoiser_evals", "speedup", "peak_rss_mb", "prompt_accuracy", "fd", "psnr", "ssim"}
+            "latency_s_max", "denoiser_evals", "speedup", "peak_rss_mb", "prompt_accuracy", "fd", "psnr", "ssim",
+            "denoiser_s", "denoiser_speedup"}
 
 
 def test_rows_and_baselines() -> None:
@@ -71,6 +72,7 @@ def test_two_row_bench_writes_json_markdown_and_plot(capsys: pytest.CaptureFixtu
     assert base["denoiser_evals"] == 4 and fast["denoiser_evals"] == 2  # CFG doubles evaluations
     assert 0 <= fast["prompt_accuracy"] <= 1 and fast["psnr"] > 0 and 0 < fast["ssim"] <= 1
     assert base["latency_s_min"] <= base["latency_s"] <= base["latency_s_max"]
+    assert 0 < base["denoiser_s"] < base["latency_s"] and base["denoiser_speedup"] == 1.0
     assert result["meta"]["fd_floor"] is not None
     assert "| tiny-sd | off |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

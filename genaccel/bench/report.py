@@ -20,8 +20,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     head = ("| model | profile | techniques | steps | size | batch | latency s (median [min–max]) | denoiser evals "
-            "| s/step | speed-up | peak RSS MB | prompt acc | FD | PSNR dB | SSIM |")
-    lines = [head, "|" + "|".join(["---"] * 15) + "|"]
+            "| s/step | speed-up | denoiser s (speed-up) | peak RSS MB | prompt acc | FD | PSNR dB | SSIM |")
+    lines = [head, "|" + "|".join(["---"] * 16) + "|"]
     for r in rows:
         latency = f"{_fmt(r['latency_s'])} [{_fmt(r['latency_s_min'])}–{_fmt(r['latency_s_max'])}]"
         techniques = ", ".join(r["techniques"]) or "—"
@@ -29,6 +29,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {r['model']} | {r['profile']} | {techniques} | {r['steps']} | {r['width']}x{r['height']} "
             f"| {r['batch']} "
             f"| {latency} | {_fmt(r['denoiser_evals'])} | {_fmt(r['s_per_step'])} | {_fmt(r['speedup'])}x "
+            f"| {_fmt(r.get('denoiser_s'))} ({_fmt(r.get('denoiser_speedup'))}x) "
             f"| {_fmt(r['peak_rss_mb'], 4)} | {_fmt(r['prompt_accuracy'])} | {_fmt(r['fd'])} | {_fmt(r['psnr'])} "
             f"| {_fmt(r['ssim'])} |"
         )

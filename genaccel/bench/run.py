@@ -110,6 +110,7 @@ def run_matrix(matrix: BenchMatrix, settings: Settings, *, command: str = "",
     for record, row in zip(results, rows, strict=True):
         base = next(r for r, rr in zip(results, rows, strict=True) if rr.group == row.group and rr.baseline)
         record["speedup"] = base["latency_s"] / record["latency_s"]
+        record["denoiser_speedup"] = base["denoiser_s"] / record["denoiser_s"] if record["denoiser_s"] else None
     import torch
 
     meta = {
@@ -147,6 +148,7 @@ def _measure(pipe: Any, request: JobRequest, row: BenchRow, matrix: BenchMatrix,
         "latency_s": statistics.median(latencies), "latency_s_min": min(latencies),
         "latency_s_max": max(latencies),
         "denoiser_evals": counter.samples / (matrix.repeats * row.batch),
+        "denoiser_s": counter.seconds / matrix.repeats,
         "s_per_step": statistics.median(latencies) / steps,
         "peak_rss_mb": round(memory.peak_rss / 2**20, 1),
         "peak_vram_mb": round(memory.peak_vram / 2**20, 1) if memory.peak_vram is not None else None,
