@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     max_attempts: int = 2
     """A job whose worker died is re-queued until it has been started this many times."""
     model_cache_size: int = 2
+    previews: bool = True
+    """Write a few small step previews into each job's metadata (SSE progress events, web UI)."""
     max_batch: int = 1
     """Outputs one pipeline call may produce for several compatible queued jobs (same model,
     profile, size, steps, guidance); 1 runs jobs one at a time. Each output keeps its own seed."""

@@ -13,6 +13,8 @@ from PIL import Image
 from genaccel.spec import JobRequest
 
 StepCallback = Callable[[int, int], None]
+LatentsCallback = Callable[[int, int, Any], None]
+"""``(step, total, latents)`` after a step, where the pipeline exposes its latents (previews)."""
 
 
 def supports_img2img(pipeline_class: str) -> bool:
@@ -52,7 +54,7 @@ def batch_key(request: JobRequest) -> tuple[Any, ...] | None:
 
 
 def generate_images(pipe: Any, request: JobRequest, on_step: StepCallback,
-                    prompts: list[str] | None = None) -> list[Image.Image]:
+                    prompts: list[str] | None = None, on_latents: LatentsCallback | None = None) -> list[Image.Image]:
     """Run ``pipe`` for a resolved image request; ``on_step(done, total)`` runs after each step
     and may raise to stop the job there.
 
@@ -65,12 +67,13 @@ def generate_images(pipe: Any, request: JobRequest, on_step: StepCallback,
     if prompts:
         count = len(prompts)
         return _call(pipe, request, on_step, prompts, [request.negative_prompt or ""] * count,
-                     generators(p.seed, count))
+                     generators(p.seed, count), on_latents)
     return _call(pipe, request, on_step, [request.prompt] * p.num_outputs,
-                 [request.negative_prompt or ""] * p.num_outputs, generators(p.seed, p.num_outputs))
+                 [request.negative_prompt or ""] * p.num_outputs, generators(p.seed, p.num_outputs), on_latents)
 
 
-def generate_batch(pipe: Any, requests: list[JobRequest], on_step: StepCallback) -> list[list[Image.Image]]:
+def generate_batch(pipe: Any, requests: list[JobRequest], on_step: StepCallback,
+                   on_latents: LatentsCallback | None = None) -> list[list[Image.Image]]:
     """Several compatible requests (equal ``batch_key``) in one pipeline call. Every output keeps
     its own request's prompt, negative prompt and seed, so it matches the unbatched run up to
     floating-point batching effects. Returns the images of each request, in order."""
@@ -85,7 +88,7 @@ def generate_batch(pipe: Any, requests: list[JobRequest], on_step: StepCallback)
         prompts += [r.prompt] * r.params.num_outputs
         negatives += [r.negative_prompt or ""] * r.params.num_outputs
         gens += generators(r.params.seed, r.params.num_outputs)
-    images = _call(pipe, requests[0], on_step, prompts, negatives, gens)
+    images = _call(pipe, requests[0], on_step, prompts, negatives, gens, on_latents)
     out, i = [], 0
     for r in requests:
         out.append(images[i:i + r.params.num_outputs])
@@ -94,7 +97,7 @@ def generate_batch(pipe: Any, requests: list[JobRequest], on_step: StepCallback)
 
 
 def _call(pipe: Any, request: JobRequest, on_step: StepCallback, prompts: list[str], negatives: list[str],
-          gens: list[torch.Generator]) -> list[Image.Image]:
+          gens: list[torch.Generator], on_latents: LatentsCallback | None = None) -> list[Image.Image]:
     """One pipeline call with one prompt, negative prompt and generator per output image."""
     p = request.params
     if p.init_image:
@@ -119,6 +122,8 @@ def _call(pipe: Any, request: JobRequest, on_step: StepCallback, prompts: list[s
     def step_end(pipeline: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         total = int(getattr(pipeline, "_num_timesteps", 0) or p.steps or 0)
         on_step(i + 1, total)
+        if on_latents is not None and "latents" in tensors:
+            on_latents(i + 1, total, tensors["latents"])
         return tensors
 
     def legacy_step(i: int, t: Any, latents: Any) -> None:  # pipelines with the old callback API
@@ -126,6 +131,8 @@ def _call(pipe: Any, request: JobRequest, on_step: StepCallback, prompts: list[s
 
     if "callback_on_step_end" in accepted:
         kwargs["callback_on_step_end"] = step_end
+        if "callback_on_step_end_tensor_inputs" in accepted:
+            kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
     else:
         kwargs.update(callback=legacy_step, callback_steps=1)
     kwargs = {k: v for k, v in kwargs.items() if k in accepted and v is not None}

@@ -20,6 +20,7 @@ from pipelines.image import batch_key, generate_batch, generate_images
 from pipelines.loader import CacheKey, ModelCache, load_pipeline, resolve_device, resolve_dtype
 from pipelines.memory import OutOfMemory, free_memory, is_out_of_memory, memory_saving, undo_memory_saving
 from pipelines.prepare import technique_configs, technique_warnings
+from pipelines.previews import preview_data_url
 from pipelines.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -192,10 +193,27 @@ class JobRunner:
 
     def _call(self, pipe: Any, batch: _Batch) -> dict[str, list[Any]]:
         jobs = list(batch.active)
+        on_latents = self._previews(pipe, batch, jobs) if self.settings.previews else None
         if len(jobs) == 1:
-            return {jobs[0].id: generate_images(pipe, jobs[0].request, batch.on_step)}
-        results = generate_batch(pipe, [j.request for j in jobs], batch.on_step)
+            return {jobs[0].id: generate_images(pipe, jobs[0].request, batch.on_step, on_latents=on_latents)}
+        results = generate_batch(pipe, [j.request for j in jobs], batch.on_step, on_latents=on_latents)
         return {j.id: imgs for j, imgs in zip(jobs, results, strict=True) if j in batch.active}
+
+    def _previews(self, pipe: Any, batch: _Batch, jobs: list[Job]):  # type: ignore[no-untyped-def]
+        """A few step previews per job (its first output), in the job's metadata for events and the UI."""
+        rows, offset = {}, 0
+        for j in jobs:
+            rows[j.id], offset = offset, offset + j.request.params.num_outputs
+
+        def on_latents(step: int, total: int, latents: Any) -> None:
+            if step >= total or step % max(1, total // 4):
+                return
+            for j in list(batch.active):
+                url = preview_data_url(pipe, latents, rows[j.id])
+                if url is None:
+                    return
+                self.store.update_metadata(j.id, {"preview": url, "preview_step": step})
+        return on_latents
 
     def _save(self, job: Job, images: list[Any], model: str, applied: Any, scheduler: str,
               timings: dict[str, float]) -> list[Artifact]:

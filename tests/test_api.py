@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,6 +203,8 @@ def test_events_stream_and_resume(client: TestClient) -> None:
     text = client.get(f"/v1/jobs/{job['id']}/events").text
     names = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("event: ")]
     assert names == ["queued", "started", "progress", "succeeded"]
+    progress = json.loads(text.split("event: progress\ndata: ", 1)[1].split("\n", 1)[0])
+    assert progress["step"] == 2 and progress["preview"].startswith("data:image/png;base64,")  # a step preview
     ids = [int(line.split(": ", 1)[1]) for line in text.splitlines() if line.startswith("id: ")]
     assert ids == sorted(ids)
     resumed = client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": str(ids[1])}).text
