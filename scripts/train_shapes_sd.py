@@ -16,24 +16,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from genaccel.training.common import training_cli, write_log
-from genaccel.training.shapes_sd import train_shapes_sd
+from genaccel.training.shapes_sd import ShapesSDConfig, train_shapes_sd
 
 
 def main() -> None:
     parser, progress, close = training_cli(__doc__ or "", "assets/shapes-sd", "runs/shapes-sd")
     parser.add_argument("--vae-only", action="store_true", help="train the VAE stage only (saved to WORK/vae)")
+    parser.add_argument("--attention-all-levels", action="store_true",
+                        help="UNet cross-attention at full latent resolution too")
     args = parser.parse_args()
     started = time.time()
     train_shapes_sd(args.out, args.work, vae_steps=args.vae_steps, unet_steps=args.unet_steps, batch=args.batch,
                     data=args.data, seed=args.seed, progress=progress,
-                    offset_noise=args.offset_noise, offset_from=args.offset_from, vae_only=args.vae_only)
+                    offset_noise=args.offset_noise, offset_from=args.offset_from, vae_only=args.vae_only,
+                    cfg=ShapesSDConfig(attention_all_levels=args.attention_all_levels))
     close()
     if args.vae_only:
         print(f"VAE saved to {args.work / 'vae'}")
         return
     write_log(args.out / "train_log.json", started, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
               batch=args.batch, data=args.data, seed=args.seed,
-              offset_noise=args.offset_noise, offset_from=args.offset_from)
+              offset_noise=args.offset_noise, offset_from=args.offset_from,
+              attention_all_levels=args.attention_all_levels)
     print(f"saved {args.out} in {time.time() - started:.0f} s")
 
 

@@ -44,6 +44,8 @@ class ShapesSDConfig:
     max_tokens: int = 24
     vae_channels: tuple[int, ...] = (16, 32, 64)
     vae_batch: int = 16
+    attention_all_levels: bool = False
+    """Cross-attention at full latent resolution too (like SD 1.5's first three levels)."""
 
 
 def build_components(cfg: ShapesSDConfig, seed: int = 0) -> dict[str, Any]:
@@ -58,8 +60,10 @@ def build_components(cfg: ShapesSDConfig, seed: int = 0) -> dict[str, Any]:
     unet = UNet2DConditionModel(
         sample_size=16, in_channels=4, out_channels=4, block_out_channels=cfg.unet_channels, layers_per_block=1,
         # attention only below full latent resolution: at 16x16 it costs most and adds little here
-        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
-        up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
+        down_block_types=("CrossAttnDownBlock2D" if cfg.attention_all_levels else "DownBlock2D",)
+        + ("CrossAttnDownBlock2D",) * (levels - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (levels - 1)
+        + ("CrossAttnUpBlock2D" if cfg.attention_all_levels else "UpBlock2D",),
         cross_attention_dim=cfg.text_hidden, attention_head_dim=32, norm_num_groups=16,
     )
     vae = AutoencoderKL(
