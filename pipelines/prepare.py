@@ -77,6 +77,11 @@ CACHES = frozenset({"deepcache", "fbcache", "pab", "taylorseer", "tome", "todo"}
 def technique_warnings(request: JobRequest, configs: list[Any]) -> list[str]:
     """Combinations that work but barely help, said in the job's metadata rather than refused."""
     steps = request.params.steps or 0
+    guidance = request.params.guidance_scale or 0.0
+    consistency = [c.kind for c in configs if c.name == "solver" and c.kind in ("lcm", "tcd")]
+    if consistency and guidance > 2:
+        return [f"{consistency[0]} sampling expects a consistency-distilled model or LoRA and guidance 1-2; "
+                f"guidance_scale={guidance:g} runs classifier-free guidance at full strength (pass --guidance 1.5)"]
     cached = [c.name for c in configs if c.name in CACHES]
     if cached and 0 < steps <= 8 and any(c.name in ("deepcache", "fbcache", "pab", "taylorseer") for c in configs):
         return [f"{', '.join(cached)} at {steps} steps saves little and costs quality: caching reuses work "

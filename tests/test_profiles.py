@@ -76,3 +76,29 @@ def test_profiles_command_and_summary(capsys: pytest.CaptureFixture[str]) -> Non
     assert "balanced" in out and "sd-unet: solver(), deepcache(interval=2), 15 steps" in out
     summary = describe(PROFILES["fast"])
     assert summary["families"]["image-dit"]["steps"] == 8  # type: ignore[index]
+
+
+@pytest.mark.parametrize("config", [SolverConfig(kind="tcd", gamma=0.5, spacing="trailing"),
+                                    SolverConfig(kind="lcm", spacing="trailing")], ids=lambda c: c.kind)
+def test_consistency_samplers_three_runs(tiny_sd, config: SolverConfig) -> None:  # type: ignore[no-untyped-def]
+    def run() -> np.ndarray:
+        return tiny_sd("a cat", num_inference_steps=4, height=64, width=64, output_type="np", guidance_scale=1.5,
+                       generator=torch.Generator().manual_seed(1)).images
+
+    base = run()
+    techniques = apply_techniques(tiny_sd, [config])
+    assert type(tiny_sd.scheduler).__name__ == {"tcd": "TCDScheduler", "lcm": "LCMScheduler"}[config.kind]
+    assert tiny_sd.scheduler.config.timestep_spacing == "trailing"
+    fast = run()
+    techniques.remove()
+    np.testing.assert_allclose(run(), base, atol=1e-4)
+    assert np.abs(fast - base).max() > 1e-4
+
+
+def test_consistency_sampler_with_full_guidance_is_warned(settings: Settings) -> None:
+    from pipelines.prepare import technique_warnings
+
+    request = JobRequest.from_flat({"prompt": "a cat", "guidance": 7.5, "steps": 4,
+                                    "techniques": [{"name": "solver", "options": {"kind": "tcd"}}]})
+    warnings = technique_warnings(request, technique_configs(request, "sd-unet"))
+    assert "consistency-distilled" in warnings[0] and "--guidance 1.5" in warnings[0]
