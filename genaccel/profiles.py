@@ -9,6 +9,7 @@ the reference models are in docs/benchmarks.md and shown by ``genaccel profiles`
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,14 +80,21 @@ def describe(profile: Profile) -> dict[str, object]:
 
 
 def measured_speedups(results: Path | None = None) -> dict[str, dict[str, float]]:
-    """``{profile: {model: speed-up}}`` from the recorded benchmark runs in ``bench/results``."""
+    """``{profile: {model: speed-up}}`` from the recorded benchmark runs in ``bench/results``
+    (read again only when a file there changes)."""
+    folder = results or Path(__file__).resolve().parents[1] / "bench" / "results"
+    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.json")))
+    return _read_speedups(folder, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_speedups(folder: Path, stamp: tuple[tuple[str, int], ...]) -> dict[str, dict[str, float]]:
     import json
 
-    folder = results or Path(__file__).resolve().parents[1] / "bench" / "results"
     found: dict[str, dict[str, float]] = {}
-    for path in sorted(folder.glob("*.json")):
+    for name, _ in stamp:
         try:
-            rows = json.loads(path.read_text()).get("rows", [])
+            rows = json.loads((folder / name).read_text()).get("rows", [])
         except (OSError, ValueError, AttributeError):
             continue
         for row in rows:

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -46,5 +47,26 @@ def tiny_dit():  # type: ignore[no-untyped-def]
     from pipelines.tiny import build_tiny_dit
 
     pipe = build_tiny_dit()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def hooked(module: torch.nn.Module) -> list[str]:
+    """Sub-modules still carrying a diffusers hook or an instance ``forward`` (a technique left behind)."""
+    return [name for name, m in module.named_modules() if hasattr(m, "_diffusers_hook") or "forward" in m.__dict__]
+
+
+@pytest.fixture(scope="module")
+def sd4():  # type: ignore[no-untyped-def]
+    """An SD-1.5-shaped UNet (4 levels, 2 layers each, cross-attention from the first level) at toy width."""
+    from diffusers import UNet2DConditionModel
+
+    from pipelines.tiny import build_tiny_sd
+
+    pipe = build_tiny_sd()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        pipe.unet = UNet2DConditionModel(block_out_channels=(16, 32, 32, 32), layers_per_block=2, sample_size=32,
+                                         cross_attention_dim=16, norm_num_groups=8, attention_head_dim=4)
     pipe.set_progress_bar_config(disable=True)
     return pipe

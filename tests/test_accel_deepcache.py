@@ -13,6 +13,7 @@ from genaccel.settings import Settings
 from genaccel.spec import JobRequest, TechniqueSpec
 from pipelines.prepare import prepare_request
 from pipelines.registry import ModelRegistry
+from tests.conftest import hooked
 
 
 def run(pipe, steps: int = 6) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -20,24 +21,7 @@ def run(pipe, steps: int = 6) -> np.ndarray:  # type: ignore[no-untyped-def]
                 generator=torch.Generator().manual_seed(3)).images
 
 
-def hooked(module: torch.nn.Module) -> list[str]:
-    return [name for name, m in module.named_modules() if hasattr(m, "_diffusers_hook") or "forward" in m.__dict__]
 
-
-@pytest.fixture(scope="module")
-def sd4():  # type: ignore[no-untyped-def]
-    """An SD-1.5-shaped UNet (4 levels, 2 layers each, cross-attention) at toy width."""
-    from diffusers import UNet2DConditionModel
-
-    from pipelines.tiny import build_tiny_sd
-
-    pipe = build_tiny_sd()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        pipe.unet = UNet2DConditionModel(block_out_channels=(16, 32, 32, 32), layers_per_block=2, sample_size=32,
-                                         cross_attention_dim=16, norm_num_groups=8, attention_head_dim=4)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def test_three_runs(sd4) -> None:  # type: ignore[no-untyped-def]

@@ -89,7 +89,7 @@ def test_first_block_cache_decides_per_sample(dit: Any) -> None:
     np.testing.assert_allclose(together[0], alone[0], atol=1e-5)
 
 
-def test_first_block_cache_per_batch_is_allowed_but_batch_dependent(dit: Any) -> None:
+def test_first_block_cache_per_batch_mode_runs(dit: Any) -> None:
     techniques = apply_techniques(dit, [FirstBlockCache(threshold=0.5, per_sample=False)])
     try:
         techniques.reset()

@@ -16,6 +16,7 @@ from genaccel.settings import Settings
 from genaccel.spec import JobRequest, TechniqueSpec
 from pipelines.prepare import prepare_request
 from pipelines.registry import ModelRegistry
+from tests.conftest import hooked
 
 # Stated tolerance on [0, 1] images for ratio 0.5 / factor 2 at the first UNet level, 6 DDIM steps
 MEAN_TOL, MAX_TOL = 0.02, 0.1
@@ -27,24 +28,7 @@ def run(pipe: Any, prompts: str | list[str] = "a red circle", seeds: tuple[int, 
                 generator=[torch.Generator().manual_seed(s) for s in seeds]).images
 
 
-def hooked(module: torch.nn.Module) -> list[str]:
-    return [name for name, m in module.named_modules() if hasattr(m, "_diffusers_hook") or "forward" in m.__dict__]
 
-
-@pytest.fixture(scope="module")
-def sd4():  # type: ignore[no-untyped-def]
-    """An SD-1.5-shaped UNet (4 levels, 2 layers each, attention from the first level) at toy width."""
-    from diffusers import UNet2DConditionModel
-
-    from pipelines.tiny import build_tiny_sd
-
-    pipe = build_tiny_sd()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        pipe.unet = UNet2DConditionModel(block_out_channels=(16, 32, 32, 32), layers_per_block=2, sample_size=32,
-                                         cross_attention_dim=16, norm_num_groups=8, attention_head_dim=4)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.mark.parametrize("config", [ToMeConfig(), ToDoConfig()], ids=["tome", "todo"])

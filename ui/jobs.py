@@ -1,10 +1,8 @@
 """What the web UI does with jobs: resolve the caller's key to an owner, submit, cancel, list.
 
-Submission follows the REST API's path (``genaccel/api/app.py``: queued-job cap, init image
-stored through ``save_data_url``, ``JobRequest.from_flat``, ``prepare_request``,
-``store.create(owner=)``, ``dispatcher.submit``). That code lives inside ``create_app`` as a
-closure, so the few lines are repeated here rather than shared; webhooks and idempotency keys
-are API-only and left out. The API's per-key rate limit is not applied: the UI polls.
+Ownership, the queued-job cap, init images and queueing are the REST API's own
+(``genaccel.api.jobs.Jobs``); webhooks and idempotency keys are API-only and left out. The API's
+per-key rate limit is not applied: the UI polls.
 """
 
 from __future__ import annotations
@@ -14,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from genaccel.api.app import Backend
-from genaccel.api.auth import KeyRing
+from genaccel.api.jobs import Jobs
 from genaccel.api.uploads import save_data_url
-from genaccel.errors import GenAccelError, InvalidRequest, JobNotFound
+from genaccel.errors import GenAccelError, InvalidRequest
 from genaccel.spec import Job, JobRequest, new_seed
-from pipelines.prepare import prepare_request
 
 
 class QueueFull(GenAccelError):
@@ -33,7 +30,8 @@ class UIJobs:
         self.backend = backend
         self.settings = backend.settings
         self.store = backend.store
-        self.keys = KeyRing(backend.settings.api_keys)
+        self.jobs = Jobs(backend)
+        self.keys = self.jobs.keys
 
     def owner(self, key: str | None) -> str:
         """The owner id of ``key``; raises ``AuthError`` when keys are on and it is missing or unknown."""
@@ -42,7 +40,7 @@ class UIJobs:
 
     def scope(self, owner: str) -> str | None:
         """The store's owner filter: each key sees its own jobs; without keys there is one user."""
-        return owner if self.keys.enabled else None
+        return self.jobs.scope(owner)
 
     def submit(self, flat: dict[str, Any], owner: str, *, upload: str | None = None) -> Job:
         """Validate and queue a flat request (the REST body's keys).
@@ -58,15 +56,15 @@ class UIJobs:
         folder, limit = self.settings.home / "uploads" / owner, self.settings.limits.init_image_max_bytes
         if upload:
             flat["init_image"] = str(self._store_upload(upload, folder, limit))
-        elif flat.get("init_image"):
-            flat["init_image"] = str(save_data_url(str(flat["init_image"]), folder, limit))
-        return self._enqueue(JobRequest.from_flat(flat), owner)
+        else:
+            flat = self.jobs.store_init_image(flat, owner)
+        return self.jobs.enqueue(JobRequest.from_flat(flat), owner)
 
     def rerun(self, job: Job, owner: str, *, seed: int | None = None) -> Job:
         """Queue ``job``'s request again: with its own seed, or ``seed``."""
         self._check_cap(owner)
         params = job.request.params.model_copy(update={"seed": job.request.params.seed if seed is None else seed})
-        return self._enqueue(job.request.model_copy(update={"params": params}), owner)
+        return self.jobs.enqueue(job.request.model_copy(update={"params": params}), owner)
 
     def vary(self, job: Job, owner: str) -> Job:
         """Queue ``job``'s request with a fresh random seed."""
@@ -76,10 +74,7 @@ class UIJobs:
         """One of ``owner``'s jobs (another owner's job is reported as missing)."""
         if not job_id:
             raise InvalidRequest("job", job_id, "no job selected", "submit a job or pick one in the history")
-        job = self.store.get(job_id)
-        if self.keys.enabled and job.owner != owner:
-            raise JobNotFound(job_id)
-        return job
+        return self.jobs.own(job_id, owner)
 
     def cancel(self, job_id: str, owner: str) -> Job:
         self.get(job_id, owner)
@@ -90,20 +85,13 @@ class UIJobs:
         return self.store.list_jobs(limit=limit, owner=self.scope(owner)).jobs
 
     def queue_position(self, job: Job) -> int | None:
-        return self.store.queue_position(job.id) if job.state == "queued" else None
+        return self.jobs.queue_position(job)
 
     def _check_cap(self, owner: str) -> None:
-        queued = self.store.count(state="queued", owner=self.scope(owner))
-        cap = self.settings.max_queued_per_key
-        if queued >= cap:
-            raise QueueFull(f"{queued} jobs already queued, the cap is {cap}; fix: wait for some to finish or "
-                            "cancel them in the history")
-
-    def _enqueue(self, request: JobRequest, owner: str) -> Job:
-        resolved, _ = prepare_request(request, self.backend.registry, self.settings)
-        job = self.store.create(resolved, owner=owner)
-        self.backend.dispatcher.submit(job.id)
-        return job
+        full = self.jobs.over_cap(owner)
+        if full:
+            raise QueueFull(f"{full[0]} jobs already queued, the cap is {full[1]}; fix: wait for some to finish "
+                            "or cancel them in the history")
 
     @staticmethod
     def _store_upload(path_text: str, folder: Path, limit: int) -> Path:

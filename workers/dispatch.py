@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from celery import Celery
+
 from genaccel.settings import Settings
 from genaccel.store.base import Store
 from workers.celery_app import TASK, celery_priority, make_celery, queue_for
@@ -10,9 +12,9 @@ from workers.celery_app import TASK, celery_priority, make_celery, queue_for
 class CeleryDispatcher:
     """Sends one message per queued job; the job record is already in the store."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, app: Celery | None = None) -> None:
         self.settings, self.store = settings, store
-        self.app = make_celery(settings)
+        self.app = app or make_celery(settings)
 
     def start(self) -> None:
         """Nothing to start here: `genaccel worker` processes take the jobs."""

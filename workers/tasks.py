@@ -72,8 +72,7 @@ class WorkerRuntime:
     def _sweep(self, app: Celery) -> None:
         from workers.dispatch import CeleryDispatcher
 
-        dispatcher = CeleryDispatcher.__new__(CeleryDispatcher)
-        dispatcher.settings, dispatcher.store, dispatcher.app = self.settings, self.store, app
+        dispatcher = CeleryDispatcher(self.settings, self.store, app)
         while not self._stop.wait(max(1.0, self.settings.heartbeat_s / 2)):
             try:
                 for rec in self.store.recover(self.settings.max_attempts):

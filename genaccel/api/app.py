@@ -17,10 +17,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
 from genaccel.api import events
-from genaccel.api.auth import AuthError, KeyRing, RateLimiter, retry_after
+from genaccel.api.auth import AuthError, RateLimiter, retry_after
+from genaccel.api.jobs import Jobs
 from genaccel.api.limits import BodyLimit
 from genaccel.api.metrics import render_metrics
-from genaccel.api.uploads import save_data_url
 from genaccel.api.views import REQUEST_EXAMPLE, ErrorView, JobPageView, JobView, job_view
 from genaccel.errors import GenAccelError, InvalidRequest, JobNotFound, JobStateConflict
 from genaccel.profiles import PROFILES
@@ -30,7 +30,6 @@ from genaccel.settings import Settings
 from genaccel.spec import MODALITIES, Job, JobRequest, JobState, Modality
 from genaccel.store.base import Store
 from genaccel.webhooks import check_url
-from pipelines.prepare import prepare_request
 from pipelines.registry import ModelRegistry
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -73,7 +72,8 @@ def _error(status: int, body: dict[str, Any], headers: dict[str, str] | None = N
 
 def create_app(backend: Backend) -> FastAPI:
     settings, store = backend.settings, backend.store
-    keys = KeyRing(settings.api_keys)
+    jobs = Jobs(backend)
+    keys = jobs.keys
     limiter = RateLimiter(settings.rate_limit_per_min)
     app = FastAPI(title="genaccel", version="1", description=(
         "Generate images (and later video, speech and music) through a job queue. Submit a job, follow it "
@@ -107,28 +107,18 @@ def create_app(backend: Backend) -> FastAPI:
                                       f"fix: retry after {retry_after(wait)} s", wait)
         return owner
 
-    def scope(owner: str) -> str | None:
-        """The owner filter: each key sees its own jobs; without keys there is one user."""
-        return owner if keys.enabled else None
-
-    def own_job(job_id: str, owner: str) -> Job:
-        job = store.get(job_id)
-        if keys.enabled and job.owner != owner:
-            raise JobNotFound(job_id)
-        return job
+    scope, own_job = jobs.scope, jobs.own
 
     def base_url(request: Request) -> str:
         return str(request.base_url).rstrip("/")
 
     def view(job: Job, request: Request) -> JobView:
-        position = store.queue_position(job.id) if job.state == "queued" else None
-        return job_view(job, base_url(request), position)
+        return job_view(job, base_url(request), jobs.queue_position(job))
 
     def submit(flat: dict[str, Any], owner: str, job_id: str | None) -> Job:
-        queued = store.count(state="queued", owner=owner if keys.enabled else None)
-        cap = settings.max_queued_per_key
-        if queued >= cap:
-            raise TooManyRequests(f"{queued} jobs already queued, the cap is {cap}; fix: wait for some to "
+        full = jobs.over_cap(owner)
+        if full:
+            raise TooManyRequests(f"{full[0]} jobs already queued, the cap is {full[1]}; fix: wait for some to "
                                   "finish or cancel them", 5.0)
         flat = dict(flat)
         webhook = flat.pop("webhook", None)
@@ -137,17 +127,9 @@ def create_app(backend: Backend) -> FastAPI:
                 raise InvalidRequest("webhook", webhook, "this server has no webhook secret",
                                      "ask the operator to set GENACCEL_WEBHOOK_SECRET, or poll / use events")
             check_url(str(webhook), settings.webhook_allow_private)
-        if flat.get("init_image"):
-            folder = settings.home / "uploads" / owner
-            flat["init_image"] = str(save_data_url(str(flat["init_image"]), folder,
-                                                   settings.limits.init_image_max_bytes))
-        request = JobRequest.from_flat(flat)
-        resolved, _ = prepare_request(request, backend.registry, settings)
-        job = store.create(resolved, job_id=job_id, owner=owner)
-        if webhook is not None:
-            store.update_metadata(job.id, {"webhook": str(webhook)})
-        backend.dispatcher.submit(job.id)
-        return job
+        request = JobRequest.from_flat(jobs.store_init_image(flat, owner))
+        return jobs.enqueue(request, owner, job_id=job_id,
+                            metadata={"webhook": str(webhook)} if webhook is not None else None)
 
     def existing(job_id: str, owner: str) -> Job | None:
         try:
