@@ -5,6 +5,7 @@ User mistakes print one line ``genaccel: error: ...`` on stderr and exit 2; no t
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -334,7 +335,8 @@ def distill(
     work: Annotated[Path | None, typer.Option("--work", help="Checkpoints (resume by running again).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
-    """Distil a few-step (LCM) or guidance-free student from a teacher; it loads as a model name."""
+    """Distil a few-step (LCM) or guidance-free student from an SD-UNet or PixArt teacher; it loads as a
+    model name."""
     _quiet_libraries()
     import time as _time
 
@@ -367,7 +369,8 @@ def distill(
     work = work or Path("runs") / f"distill-{name}"
     device = resolve_device(settings.device)
     pipe = load_pipeline(info, device, torch.float32)  # train in fp32; the student is saved in fp16
-    config = DistillConfig(mode=mode, steps=steps, batch=batch_size, lr=lr, seed=seed)  # type: ignore[arg-type]
+    config = DistillConfig(mode=mode, steps=steps, batch=batch_size, lr=lr, seed=seed,  # type: ignore[arg-type]
+                           guidance_default=info.defaults.guidance_scale)
     started = _time.time()
     progress, close = training_progress()
     losses = run_distill(pipe, info.name, out, work, config, data=data, prompts=prompts, progress=progress)
@@ -375,6 +378,98 @@ def distill(
     write_log(out / "train_log.json", started, teacher=info.name, final_loss=losses[-1] if losses else None)
     _out(str(out))
     _err(f"genaccel: student saved; render it with: genaccel render PROMPT --model {out}")
+
+
+@app.command()
+def calibrate(
+    model: Annotated[str, typer.Option("--model", help="DiT model to calibrate (name or folder).")],
+    steps: Annotated[int, typer.Option("--steps", help="Steps of the calibration runs.")] = 50,
+    prompts: Annotated[int, typer.Option("--prompts", help="Prompts averaged over.")] = 8,
+    guidance: Guidance = None,
+) -> None:
+    """Measure the per-model curve MagCache needs (residual-magnitude ratios between steps) and
+    store it where the `magcache` technique finds it."""
+    _quiet_libraries()
+    import torch
+
+    from genaccel.accel.calibration import measure_magcache_ratios, save_magcache_ratios
+    from genaccel.errors import InvalidRequest
+    from genaccel.refdata.shapes import sample_specs
+    from pipelines.loader import load_pipeline, resolve_device
+    from pipelines.registry import ModelRegistry
+
+    if not 2 <= steps <= 200 or not 1 <= prompts <= 64:
+        raise InvalidRequest("steps" if not 2 <= steps <= 200 else "prompts", steps if not 2 <= steps <= 200
+                             else prompts, "is out of range", "pass --steps 2..200 and --prompts 1..64")
+    settings = Settings()
+    info = ModelRegistry(settings).resolve(model)
+    if info.source == "builtin" or info.family not in ("image-dit", "video-dit", "audio-dit"):
+        raise InvalidRequest("model", info.name, "calibration is for DiT models loaded from a folder",
+                             "pick a DiT pipeline folder such as shapes-dit")
+    pipe = load_pipeline(info, resolve_device(settings.device), torch.float32)
+    captions = [s.caption() for s in sample_specs(prompts, 4321, split="train")]
+    call: dict[str, Any] = {
+        "guidance_scale": guidance if guidance is not None else info.defaults.guidance_scale,
+        "height": info.defaults.height, "width": info.defaults.width,
+    }
+    if "use_resolution_binning" in inspect.signature(pipe.__call__).parameters:
+        call["use_resolution_binning"] = False
+    ratios = measure_magcache_ratios(pipe, captions, steps, **call)
+    path = save_magcache_ratios(settings, Path(info.location), ratios, steps)
+    _out(json.dumps({"model": info.name, "steps": steps, "ratios": [round(r, 5) for r in ratios]}))
+    _err(f"genaccel: MagCache ratios for {info.name} saved to {path}")
+
+
+@app.command()
+def prune(
+    model: Annotated[str, typer.Option("--model", help="SD-architecture model to prune (name or folder).")],
+    ratio: Annotated[float, typer.Option("--ratio", help="Share of UNet parameters to remove (0..1).")] = 0.3,
+    out: Annotated[Path | None, typer.Option("--out", help="Pruned model folder (default: "
+                                             "GENACCEL_HOME/models/NAME-pruned).")] = None,
+    recover_steps: Annotated[int, typer.Option("--recover-steps", help="Distillation steps from the unpruned "
+                                               "teacher after pruning (0: none).")] = 0,
+    calibration: Annotated[int, typer.Option("--calibration", help="Calibration images for the ranking.")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch", help="Recovery batch size.")] = 16,
+    lr: Annotated[float, typer.Option("--lr", help="Recovery learning rate.")] = 1e-4,
+    work: Annotated[Path | None, typer.Option("--work", help="Recovery checkpoints (resume by running "
+                                              "again).")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Remove the UNet blocks that change the output least (LD-Pruner ranking) down to a ratio,
+    optionally recover by distillation, and save a smaller model that loads by name."""
+    _quiet_libraries()
+    import time as _time
+
+    import torch
+
+    from genaccel.errors import InvalidRequest
+    from genaccel.training.common import training_progress, write_log
+    from genaccel.training.prune import prune as run_prune
+    from pipelines.loader import load_pipeline, resolve_device
+    from pipelines.registry import ModelRegistry
+
+    if not 0 < ratio < 1:
+        raise InvalidRequest("ratio", ratio, "must be between 0 and 1", "pass e.g. --ratio 0.3")
+    if recover_steps < 0 or not 8 <= calibration <= 4096:
+        raise InvalidRequest("recover_steps" if recover_steps < 0 else "calibration",
+                             recover_steps if recover_steps < 0 else calibration, "is out of range",
+                             "pass --recover-steps 0 or more and --calibration between 8 and 4096")
+    settings = Settings()
+    info = ModelRegistry(settings).resolve(model)
+    name = f"{info.name.replace('/', '--')}-pruned"
+    out = out or settings.home / "models" / name
+    work = work or Path("runs") / f"prune-{name}"
+    pipe = load_pipeline(info, resolve_device(settings.device), torch.float32)
+    started = _time.time()
+    progress, close = training_progress()
+    chosen = run_prune(pipe, info.name, out, work, ratio=ratio, calibration=calibration, recover_steps=recover_steps,
+                       batch=batch_size, lr=lr, seed=seed, progress=progress)
+    close()
+    write_log(out / "train_log.json", started, teacher=info.name, ratio=ratio, removed=chosen.removed,
+              recover_steps=recover_steps)
+    _out(str(out))
+    _err(f"genaccel: removed {', '.join(chosen.removed)} ({chosen.ratio:.1%} of {chosen.params_before:,} UNet "
+         f"parameters); render it with: genaccel render PROMPT --model {out}")
 
 
 keys_app = typer.Typer(help="API keys for `genaccel serve`.", no_args_is_help=True)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from genaccel.accel.base import call_wrappers
 from genaccel.spec import JobRequest
 
 StepCallback = Callable[[int, int], None]
@@ -119,15 +120,20 @@ def _call(pipe: Any, request: JobRequest, on_step: StepCallback, prompts: list[s
         kwargs.update(height=p.height, width=p.width)
     kwargs.update({"use_resolution_binning": False, "clean_caption": False})
 
+    def total_steps() -> int:  # the schedule really run (shallow_start shortens it)
+        timesteps = getattr(pipe.scheduler, "timesteps", None)
+        return int(getattr(pipe, "_num_timesteps", 0) or (len(timesteps) if timesteps is not None else 0)
+                   or p.steps or 0)
+
     def step_end(pipeline: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        total = int(getattr(pipeline, "_num_timesteps", 0) or p.steps or 0)
+        total = total_steps()
         on_step(i + 1, total)
         if on_latents is not None and "latents" in tensors:
             on_latents(i + 1, total, tensors["latents"])
         return tensors
 
     def legacy_step(i: int, t: Any, latents: Any) -> None:  # pipelines with the old callback API
-        on_step(i + 1, int(getattr(pipe, "_num_timesteps", 0) or p.steps or 0))
+        on_step(i + 1, total_steps())
 
     if "callback_on_step_end" in accepted:
         kwargs["callback_on_step_end"] = step_end
@@ -136,4 +142,7 @@ def _call(pipe: Any, request: JobRequest, on_step: StepCallback, prompts: list[s
     else:
         kwargs.update(callback=legacy_step, callback_steps=1)
     kwargs = {k: v for k, v in kwargs.items() if k in accepted and v is not None}
-    return list(pipe(**kwargs).images)
+    call = pipe.__call__
+    for wrap in call_wrappers(pipe):  # techniques that change the call itself (shallow_start)
+        call = wrap(call)
+    return list(call(**kwargs).images)

@@ -7,9 +7,11 @@ reproduces the output.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from genaccel.accel import check_family, parse_technique
+from genaccel.accel.calibration import magcache_ratios
 from genaccel.accel.lora import LoRAConfig, check_lora
 from genaccel.errors import InvalidRequest, UnknownProfile, UnsupportedModality
 from genaccel.profiles import PROFILES
@@ -41,6 +43,10 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
         check_family(config, info.family)
         if isinstance(config, LoRAConfig):
             check_lora(config, info.family, settings)
+        if config.name == "magcache" and not config.ratios and info.source != "builtin" and \
+                magcache_ratios(Path(info.location), settings) is None:
+            raise InvalidRequest("techniques", "magcache", f"has no calibrated ratios for {info.name}",
+                                 f"run `genaccel calibrate --model {info.name}` once, or use fbcache or taylorseer")
     p = request.params
     recipe = PROFILES[request.profile].recipe(info.family)
     if p.init_image is not None and not supports_img2img(info.pipeline_class):
@@ -53,6 +59,10 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
     if megapixels > settings.limits.max_megapixels:
         raise InvalidRequest("width*height", f"{width}x{height}", f"must be at most {settings.limits.max_megapixels} "
                              "megapixels", "lower --width or --height")
+    guidance = p.guidance_scale if p.guidance_scale is not None else d.guidance_scale
+    if guidance <= 1 and any(s.name == "fastercache" for s in [*recipe.techniques, *request.techniques]):
+        raise InvalidRequest("techniques", "fastercache", f"needs classifier-free guidance and guidance_scale="
+                             f"{guidance:g} runs none", "use fbcache or taylorseer, or pass --guidance above 1")
     params = GenParams(**{
         **p.model_dump(),
         "steps": p.steps if p.steps is not None else recipe.steps or d.steps,

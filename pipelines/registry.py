@@ -183,6 +183,8 @@ class ModelRegistry:
         description = f"{cls} from {path}"
         if card.get("distilled_from"):
             description = f"{card['mode']} student of {card['distilled_from']} ({path})"
+        elif card.get("pruned_from"):
+            description = f"{card['prune']['ratio']:.0%} pruned from {card['pruned_from']} ({path})"
         return ModelInfo(name, modality, family_of(cls, components), source, str(path), cls, defaults, description)
 
     # -- hub cache -------------------------------------------------------------------------

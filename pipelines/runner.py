@@ -21,20 +21,29 @@ from pipelines.loader import CacheKey, ModelCache, load_pipeline, resolve_device
 from pipelines.memory import OutOfMemory, free_memory, is_out_of_memory, memory_saving, undo_memory_saving
 from pipelines.prepare import technique_configs, technique_warnings
 from pipelines.previews import preview_data_url
-from pipelines.registry import ModelRegistry
+from pipelines.registry import ModelInfo, ModelRegistry, model_card
 
 log = logging.getLogger(__name__)
 Claim = Callable[[list[str]], list[Job]]
 """Claims the given queued job ids for this worker; returns those it got."""
 
 
-def guidance_warnings(pipe: Any) -> list[str]:
-    """Say out loud when a model ignores parts of the request (guidance-embedded students)."""
+def guidance_warnings(pipe: Any, info: ModelInfo | None = None, guidance: float | None = None) -> list[str]:
+    """Say out loud when a model ignores parts of the request (guidance-embedded students) or
+    when guidance distilled into a model is applied a second time."""
     unet = getattr(pipe, "unet", None)
     if unet is not None and unet.config.get("time_cond_proj_dim") is not None:
         return ["guidance is embedded in this model: guidance_scale conditions one denoiser pass per step "
                 "(no classifier-free guidance) and negative_prompt is ignored"]
-    return []
+    card = model_card(Path(info.location)) if info is not None and info.source != "builtin" else {}
+    distilled = card.get("guidance_distilled")
+    if distilled is None:
+        return []
+    if guidance is not None and guidance > 1:
+        return [f"this model was distilled at guidance_scale {distilled:g}: guidance_scale={guidance:g} applies "
+                "classifier-free guidance on top (two denoiser passes per step); pass --guidance 1"]
+    return [f"guidance is distilled into this model (at guidance_scale {distilled:g}): one denoiser pass per "
+            "step, no classifier-free guidance, and negative_prompt is ignored"]
 
 
 class JobRunner:
@@ -139,7 +148,8 @@ class JobRunner:
                 applied = techniques.describe()
                 common = {"scheduler": scheduler, "device": str(self.device), "batch_size": len(batch.active),
                           "dtype": str(self.dtype).removeprefix("torch."), "techniques": applied,
-                          "warnings": guidance_warnings(pipe) + technique_warnings(request, configs)}
+                          "warnings": guidance_warnings(pipe, info, request.params.guidance_scale)
+                          + technique_warnings(request, configs)}
                 for j in batch.active:
                     self.store.update_metadata(j.id, common)
                 t1 = time.perf_counter()

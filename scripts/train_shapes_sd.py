@@ -24,12 +24,20 @@ def main() -> None:
     parser.add_argument("--vae-only", action="store_true", help="train the VAE stage only (saved to WORK/vae)")
     parser.add_argument("--attention-all-levels", action="store_true",
                         help="UNet cross-attention at full latent resolution too")
+    parser.add_argument("--vae-from", type=Path, help="reuse a trained VAE (pipeline or VAE folder): skips that stage")
+    parser.add_argument("--unet-channels", default="64,128,128,128",
+                        help="UNet block widths, one per level (16x16 latents halve per level)")
+    parser.add_argument("--token-init-std", type=float, default=1.0,
+                        help="initial std of the text token embeddings (CLIP's own init is 0.02)")
     args = parser.parse_args()
+    channels = tuple(int(c) for c in args.unet_channels.split(","))
     started = time.time()
     train_shapes_sd(args.out, args.work, vae_steps=args.vae_steps, unet_steps=args.unet_steps, batch=args.batch,
                     data=args.data, seed=args.seed, progress=progress,
                     offset_noise=args.offset_noise, offset_from=args.offset_from, vae_only=args.vae_only,
-                    cfg=ShapesSDConfig(attention_all_levels=args.attention_all_levels))
+                    vae_from=args.vae_from,
+                    cfg=ShapesSDConfig(attention_all_levels=args.attention_all_levels, unet_channels=channels,
+                                      token_init_std=args.token_init_std))
     close()
     if args.vae_only:
         print(f"VAE saved to {args.work / 'vae'}")
@@ -37,7 +45,8 @@ def main() -> None:
     write_log(args.out / "train_log.json", started, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
               batch=args.batch, data=args.data, seed=args.seed,
               offset_noise=args.offset_noise, offset_from=args.offset_from,
-              attention_all_levels=args.attention_all_levels)
+              attention_all_levels=args.attention_all_levels, unet_channels=list(channels),
+              vae_from=str(args.vae_from) if args.vae_from else None, token_init_std=args.token_init_std)
     print(f"saved {args.out} in {time.time() - started:.0f} s")
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from genaccel.accel import apply_techniques, parse_technique
-from genaccel.accel.dit_cache import FirstBlockCache, PyramidAttentionBroadcast, TaylorSeer
+from genaccel.accel.dit_cache import FasterCache, FirstBlockCache, MagCache, PyramidAttentionBroadcast, TaylorSeer
 from genaccel.errors import InvalidRequest
 from genaccel.settings import Settings
 from genaccel.spec import JobRequest, TechniqueSpec
@@ -20,7 +20,8 @@ from pipelines.prepare import prepare_request
 from pipelines.registry import ModelRegistry
 
 CONFIGS = [FirstBlockCache(threshold=0.5), PyramidAttentionBroadcast(skip=2, window_low=0, window_high=1000),
-           TaylorSeer(interval=2, warmup=2)]
+           TaylorSeer(interval=2, warmup=2), FasterCache(window_high=1000, uncond_window_high=1000, uncond_skip=3),
+           MagCache(threshold=0.5, retention=0.2, ratios=(1.0, 0.9, 0.95, 1.0, 0.98))]
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +44,10 @@ def dit():  # type: ignore[no-untyped-def]
 
 
 def run(pipe: Any, prompts: list[str] | str = "a red circle", seeds: tuple[int, ...] = (3,),
-        steps: int = 10) -> np.ndarray:
-    return pipe(prompts, num_inference_steps=steps, height=64, width=64, output_type="np", guidance_scale=4.5,
-                generator=[torch.Generator().manual_seed(s) for s in seeds], use_resolution_binning=False,
-                clean_caption=False).images
+        steps: int = 10, call: Any = None) -> np.ndarray:
+    return (call or pipe)(prompt=prompts, num_inference_steps=steps, height=64, width=64, output_type="np",
+                          guidance_scale=4.5, generator=[torch.Generator().manual_seed(s) for s in seeds],
+                          use_resolution_binning=False, clean_caption=False).images
 
 
 def hook_names(module: torch.nn.Module) -> list[str]:
@@ -60,15 +61,21 @@ def hook_names(module: torch.nn.Module) -> list[str]:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
 def test_three_runs(dit: Any, config: Any) -> None:
+    from genaccel.accel.base import call_wrappers
+
     base = run(dit)
     techniques = apply_techniques(dit, [config])
     try:
+        call = dit.__call__
+        for wrap in call_wrappers(dit):  # what pipelines.image does (magcache follows the step count)
+            call = wrap(call)
         techniques.reset()
-        fast = run(dit)
+        fast = run(dit, call=call)
         techniques.reset()
-        again = run(dit)
+        again = run(dit, call=call)
     finally:
         techniques.remove()
+    assert not call_wrappers(dit)
     after = run(dit)
     assert np.abs(fast - base).max() > 1e-6, "the cache never skipped anything"
     assert np.abs(fast - base).mean() < 0.1  # close to the baseline (tiny random model, 10 steps)
@@ -130,3 +137,61 @@ def test_pinned_private_diffusers_names() -> None:
     assert first_block_cache._FBC_BLOCK_HOOK == "fbc_block_hook"
     assert pyramid_attention_broadcast._PYRAMID_ATTENTION_BROADCAST_HOOK == "pyramid_attention_broadcast"
     assert taylorseer_cache._TAYLORSEER_CACHE_HOOK == "taylorseer_cache"
+    from diffusers.hooks import faster_cache
+
+    assert faster_cache._FASTER_CACHE_DENOISER_HOOK == "faster_cache_denoiser"
+    assert faster_cache._FASTER_CACHE_BLOCK_HOOK == "faster_cache_block"
+    from diffusers.hooks import mag_cache
+
+    assert mag_cache._MAG_CACHE_LEADER_BLOCK_HOOK == "mag_cache_leader_block_hook"
+    assert mag_cache._MAG_CACHE_BLOCK_HOOK == "mag_cache_block_hook"
+    assert len(mag_cache.nearest_interp(torch.tensor([1.0, 2.0, 3.0]), 5)) == 5
+
+
+def test_fastercache_needs_classifier_free_guidance(settings: Settings) -> None:
+    registry = ModelRegistry(settings)
+    spec = (TechniqueSpec(name="fastercache"),)
+    with pytest.raises(InvalidRequest, match=r"fastercache.*needs classifier-free guidance.*use fbcache"):
+        prepare_request(JobRequest.from_flat({"prompt": "a cat", "model": "tiny-dit", "guidance": 1.0,
+                                              "techniques": [{"name": "fastercache"}]}), registry, settings)
+    ok = JobRequest(prompt="a cat", model="tiny-dit", techniques=spec)
+    assert prepare_request(ok, registry, settings)[0].params.guidance_scale == 4.5
+
+
+def test_magcache_needs_a_calibration(settings: Settings, dit: Any, tmp_path: Any) -> None:
+    from genaccel.accel.calibration import magcache_ratios, measure_magcache_ratios, save_magcache_ratios
+
+    ratios = measure_magcache_ratios(dit, ["a red circle", "a blue square"], 6, guidance_scale=4.5, height=64,
+                                     width=64, use_resolution_binning=False, clean_caption=False)
+    assert len(ratios) == 6 and ratios[0] == 1.0 and all(r > 0 for r in ratios)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    assert magcache_ratios(folder, settings) is None
+    save_magcache_ratios(settings, folder, ratios, 6)
+    assert magcache_ratios(folder, settings) == ratios
+    with pytest.raises(InvalidRequest, match=r"magcache.*has no calibrated ratios.*genaccel calibrate"):
+        apply_techniques(dit, [MagCache()])  # a built pipeline with no folder and no ratios
+    with pytest.raises(InvalidRequest, match="max_skip=0 must be between 1 and 10"):
+        parse_technique(TechniqueSpec(name="magcache", options={"max_skip": 0}))
+
+
+def test_calibrate_command_refusals(capsys: pytest.CaptureFixture[str]) -> None:
+    from genaccel.cli import main
+
+    assert main(["calibrate", "--model", "tiny-dit"]) == 2
+    assert "calibration is for DiT models loaded from a folder" in capsys.readouterr().err
+    assert main(["calibrate", "--model", "shapes-dit", "--steps", "1"]) == 2
+    assert "steps=1 is invalid: is out of range" in capsys.readouterr().err
+
+
+def test_magcache_without_calibration_is_refused_before_the_job(settings: Settings, tmp_path: Any) -> None:
+    from pipelines.registry import ModelDefaults, ModelInfo
+
+    registry = ModelRegistry(settings)
+    registry.add(ModelInfo("my-dit", "image", "image-dit", "folder", str(tmp_path), "PixArtAlphaPipeline",
+                           ModelDefaults(steps=20, guidance_scale=4.5, width=64, height=64)))
+    request = JobRequest(prompt="a cat", model="my-dit", techniques=(TechniqueSpec(name="magcache"),))
+    with pytest.raises(InvalidRequest, match=r"has no calibrated ratios for my-dit.*genaccel calibrate --model my-dit"):
+        prepare_request(request, registry, settings)
+    shipped = JobRequest(prompt="a cat", model="shapes-dit", techniques=(TechniqueSpec(name="magcache"),))
+    assert prepare_request(shipped, registry, settings)[0].techniques[0].name == "magcache"

@@ -86,3 +86,13 @@ def test_technique_variants() -> None:
     assert [r.label for r in rows] == ["off", "deepcache", "dc2"]
     assert [r.profile for r in rows] == ["off", "off", "off"]
     assert rows[1].techniques[0].name == "deepcache" and rows[2].techniques[0].options == {"interval": 2}
+
+
+def test_variant_on_another_model_compares_with_its_groups_baseline() -> None:
+    m = parse_matrix({"models": ["shapes-sd"], "steps": [50], "profiles": [
+        "off", {"name": "student", "model": "shapes-sd-lcm", "steps": 4}]})
+    base, student = m.rows()
+    assert (student.model, student.steps, student.baseline) == ("shapes-sd-lcm", 4, False)
+    assert student.group == base.group == ("shapes-sd", None, None, 1)
+    with pytest.raises(InvalidRequest, match="steps"):
+        parse_matrix({"models": ["a"], "profiles": [{"name": "x", "steps": 0}]})

@@ -26,7 +26,8 @@ def test_student_starts_as_the_teacher(tiny_sd) -> None:  # type: ignore[no-unty
 def test_loss_is_finite_and_trains(tiny_sd, mode: str) -> None:  # type: ignore[no-untyped-def]
     distiller = Distiller(tiny_sd, DistillConfig(mode=mode, batch=2))  # type: ignore[arg-type]
     cond = distiller._embed(["a red circle", "a blue square"])
-    loss = distiller.loss(torch.randn(2, 4, 8, 8), cond, distiller._embed([""]).expand_as(cond),
+    empty = distiller._embed([""])[0]
+    loss = distiller.loss(torch.randn(2, 4, 8, 8), cond, (empty.expand_as(cond[0]), None),
                           torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss)
@@ -58,8 +59,11 @@ def test_distill_command_makes_a_model_that_renders(capsys: pytest.CaptureFixtur
 def test_distill_refusals(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["distill", "--teacher", "tiny-sd", "--mode", "magic"]) == 2
     assert "mode='magic' is invalid: no such distillation mode" in capsys.readouterr().err
-    assert main(["distill", "--teacher", "tiny-dit", "--steps", "1", "--work", str(tmp_path)]) == 2
-    assert "trains UNet students only" in capsys.readouterr().err
+    assert main(["distill", "--teacher", "tiny-dit", "--mode", "guidance", "--steps", "1", "--work",
+                 str(tmp_path)]) == 2
+    assert "has no guidance-scale input to distil into" in capsys.readouterr().err
+    assert main(["distill", "--teacher", "noop", "--steps", "1", "--work", str(tmp_path)]) == 2
+    assert "students of SD-UNet and PixArt pipelines only" in capsys.readouterr().err
     assert main(["distill", "--teacher", "tiny-sd", "--prompts", str(tmp_path / "none.txt")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -70,3 +74,36 @@ def test_guidance_distilled_teacher_is_refused(tiny_sd) -> None:  # type: ignore
 
     with pytest.raises(InvalidRequest, match="already guidance-distilled"):
         Distiller(Wrapped(), DistillConfig())
+
+
+def test_dit_student_starts_as_the_teacher_and_trains(tiny_dit) -> None:  # type: ignore[no-untyped-def]
+    distiller = Distiller(tiny_dit, DistillConfig(batch=2, guidance_default=4.5))
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 500])
+    cond = distiller._embed(["a red circle", "a blue square"])
+    with torch.no_grad():
+        teacher = distiller.family.call(tiny_dit.transformer, x, t, *cond, None)
+        student = distiller.family.call(distiller.student, x, t, *cond, None)
+    assert torch.equal(teacher, student)
+    empty = distiller._embed([""])
+    loss = distiller.loss(x, cond, (empty[0].expand_as(cond[0]), empty[1].expand_as(cond[1])),
+                          torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is None for p in tiny_dit.transformer.parameters())
+
+
+@pytest.mark.slow
+def test_dit_student_renders_without_cfg_and_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                     isolated_home: Path) -> None:
+    args = ["distill", "--teacher", "tiny-dit", "--steps", "2", "--batch", "2", "--data", "16",
+            "--work", str(tmp_path / "work")]
+    assert main(args) == 0, capsys.readouterr().err
+    out = Path(capsys.readouterr().out.strip())
+    card = json.loads((out / "genaccel.json").read_text())
+    assert card["defaults"] == {"steps": 4, "guidance_scale": 1.0} and card["guidance_distilled"] == 4.5
+    for guidance, expected in [(None, "guidance is distilled into this model"), ("3", "applies classifier-free")]:
+        extra = ["--guidance", guidance] if guidance else []
+        code = main(["render", "a red circle", "--model", "tiny-dit-lcm", "--json", *extra,
+                     "--out", str(tmp_path / "png")])
+        job = json.loads(capsys.readouterr().out)
+        assert code == 0 and job["metadata"]["scheduler"] == "LCMScheduler"
+        assert expected in job["metadata"]["warnings"][0]

@@ -110,3 +110,28 @@ def apply_techniques(pipe: Any, configs: Sequence[Any]) -> TechniqueSet:
         TechniqueSet(handles, []).remove()
         raise
     return TechniqueSet(handles, configs)
+
+
+CALL_WRAPPERS = "_genaccel_call_wrappers"
+CallWrapper = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def call_wrappers(pipe: Any) -> list[CallWrapper]:
+    """Wrappers techniques put around the pipeline call of ``pipe`` (``pipelines.image`` applies
+    them, innermost first): for techniques that need the call's arguments (guidance scale, step
+    count) or change the call itself (shallow start)."""
+    return list(getattr(pipe, CALL_WRAPPERS, ()))
+
+
+def add_call_wrapper(pipe: Any, wrapper: CallWrapper) -> Callable[[], None]:
+    """Install ``wrapper`` on ``pipe``; returns the function that takes it off again."""
+    setattr(pipe, CALL_WRAPPERS, [*call_wrappers(pipe), wrapper])
+
+    def remove() -> None:
+        rest = [w for w in call_wrappers(pipe) if w is not wrapper]
+        if rest:
+            setattr(pipe, CALL_WRAPPERS, rest)
+        elif hasattr(pipe, CALL_WRAPPERS):
+            delattr(pipe, CALL_WRAPPERS)
+
+    return remove

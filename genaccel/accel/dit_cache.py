@@ -15,6 +15,9 @@ hook on the transformer instance:
   context, so each keeps its own residuals and decisions;
 * a **reset** before every job (``Handle.reset``), so no state leaks between jobs.
 
+FasterCache assumes batches of unconditional and conditional halves; requests without
+classifier-free guidance are refused with it before they run (``pipelines.prepare``).
+
 Non-public diffusers names used here (pinned by ``tests/test_accel_dit_cache.py`` and the
 ``diffusers<0.43`` requirement): ``diffusers.hooks.hooks.CacheContext`` and
 ``_set_cache_context``, and the hook names each ``apply_*`` function registers.
@@ -27,6 +30,12 @@ from typing import Any, ClassVar
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.faster_cache import (
+    _FASTER_CACHE_BLOCK_HOOK,
+    _FASTER_CACHE_DENOISER_HOOK,
+    FasterCacheConfig,
+    apply_faster_cache,
+)
 from diffusers.hooks.first_block_cache import (
     _FBC_BLOCK_HOOK,
     _FBC_LEADER_BLOCK_HOOK,
@@ -34,6 +43,13 @@ from diffusers.hooks.first_block_cache import (
     apply_first_block_cache,
 )
 from diffusers.hooks.hooks import CacheContext, _set_cache_context
+from diffusers.hooks.mag_cache import (
+    _MAG_CACHE_BLOCK_HOOK,
+    _MAG_CACHE_LEADER_BLOCK_HOOK,
+    MagCacheConfig,
+    apply_mag_cache,
+    nearest_interp,
+)
 from diffusers.hooks.pyramid_attention_broadcast import (
     _PYRAMID_ATTENTION_BROADCAST_HOOK,
     PyramidAttentionBroadcastConfig,
@@ -41,7 +57,9 @@ from diffusers.hooks.pyramid_attention_broadcast import (
 )
 from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK, TaylorSeerCacheConfig, apply_taylorseer_cache
 
-from genaccel.accel.base import technique
+from genaccel.accel.base import add_call_wrapper, technique
+from genaccel.accel.calibration import magcache_ratios, model_folder
+from genaccel.errors import InvalidRequest
 
 CONTEXT_HOOK = "genaccel_dit_context"
 DIT_FAMILIES = ("image-dit", "video-dit", "audio-dit")
@@ -122,6 +140,72 @@ class TaylorSeer:
             raise ValueError(f"order={self.order} must be 1 or 2")
 
 
+@dataclass(frozen=True)
+class FasterCache:
+    """FasterCache (Lv et al. 2024): self-attention outputs reused every ``skip`` calls below
+    timestep ``window_high`` (weighted by ``attention_weight``), and the unconditional half of
+    classifier-free guidance approximated from the conditional one (its low/high-frequency
+    difference from the last full call) except every ``uncond_skip`` calls below
+    ``uncond_window_high``.
+
+    Args:
+        skip: recompute self-attention every ``skip`` calls inside the window.
+        window_high: timesteps below this may reuse attention.
+        uncond_skip: compute the unconditional branch every ``uncond_skip`` calls inside its window.
+        uncond_window_high: timesteps below this may approximate the unconditional branch.
+        attention_weight: weight of the fresh attention output when blending with the cached one.
+    """
+
+    skip: int = 2
+    window_high: int = 681
+    uncond_skip: int = 5
+    uncond_window_high: int = 641
+    attention_weight: float = 0.3
+    name: ClassVar[str] = "fastercache"
+    families: ClassVar[tuple[str, ...]] = DIT_FAMILIES
+    alternatives: ClassVar[dict[str, str]] = UNET_ALTERNATIVE
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.skip <= 10 or not 2 <= self.uncond_skip <= 20:
+            raise ValueError(f"skip={self.skip} must be 2..10 and uncond_skip={self.uncond_skip} 2..20")
+        if not 0 < self.window_high <= 1000 or not 0 < self.uncond_window_high <= 1000:
+            raise ValueError("window_high and uncond_window_high must be in (0, 1000]")
+        if not 0 <= self.attention_weight <= 1:
+            raise ValueError(f"attention_weight={self.attention_weight} must be between 0 and 1")
+
+
+@dataclass(frozen=True)
+class MagCache:
+    """MagCache (Ma et al. 2025): the blocks are skipped (their last residual reused) while the
+    error accumulated from the model's calibrated residual-magnitude ratios stays below
+    ``threshold``, at most ``max_skip`` calls in a row, never in the first ``retention`` share of
+    the steps. The decisions depend on the step only, not on the data.
+
+    Args:
+        threshold: accumulated error allowed before the blocks run again.
+        max_skip: consecutive calls that may be skipped.
+        retention: share of the first steps always computed.
+        ratios: the model's ratio curve; empty: the one ``genaccel calibrate`` stored for it.
+    """
+
+    threshold: float = 0.06
+    max_skip: int = 3
+    retention: float = 0.2
+    ratios: tuple[float, ...] = ()
+    name: ClassVar[str] = "magcache"
+    families: ClassVar[tuple[str, ...]] = DIT_FAMILIES
+    alternatives: ClassVar[dict[str, str]] = UNET_ALTERNATIVE
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold={self.threshold} must be in (0, 1)")
+        if not 1 <= self.max_skip <= 10:
+            raise ValueError(f"max_skip={self.max_skip} must be between 1 and 10")
+        if not 0 <= self.retention < 1:
+            raise ValueError(f"retention={self.retention} must be in [0, 1)")
+        object.__setattr__(self, "ratios", tuple(float(r) for r in self.ratios))
+
+
 class _ContextHook(ModelHook):
     """Outermost hook on the transformer: sets the cache context (per row with ``per_sample``),
     records the call's timestep, counts calls."""
@@ -185,6 +269,7 @@ def _concat(outputs: list[Any]) -> Any:
 class _DiTCacheHandle:
     def __init__(self, transformer: torch.nn.Module, hook_names: tuple[str, ...], context: _ContextHook) -> None:
         self.transformer, self.hook_names, self.context = transformer, hook_names, context
+        self.undo_wrapper: Any = None
 
     def reset(self) -> None:
         HookRegistry.check_if_exists_or_initialize(self.transformer).reset_stateful_hooks(recurse=True)
@@ -196,6 +281,9 @@ class _DiTCacheHandle:
         for name in self.hook_names:
             registry.remove_hook(name, recurse=True)
         registry.invalidate_child_registries_cache()
+        if self.undo_wrapper is not None:
+            self.undo_wrapper()
+            self.undo_wrapper = None
 
 
 def _install(pipe: Any, apply: Any, hook_names: tuple[str, ...], per_sample: bool) -> _DiTCacheHandle:
@@ -239,3 +327,48 @@ def apply_taylorseer(pipe: Any, config: TaylorSeer) -> _DiTCacheHandle:
         ))
 
     return _install(pipe, apply, (_TAYLORSEER_CACHE_HOOK,), per_sample=False)
+
+
+@technique(FasterCache)
+def apply_fastercache(pipe: Any, config: FasterCache) -> _DiTCacheHandle:
+    """Requests without classifier-free guidance are refused before this runs (``prepare``): its
+    hooks assume batches of unconditional and conditional halves."""
+
+    def apply(transformer: torch.nn.Module, context: _ContextHook) -> None:
+        apply_faster_cache(transformer, FasterCacheConfig(
+            spatial_attention_block_skip_range=config.skip,
+            spatial_attention_timestep_skip_range=(-1, config.window_high),
+            unconditional_batch_skip_range=config.uncond_skip,
+            unconditional_batch_timestep_skip_range=(-1, config.uncond_window_high),
+            attention_weight_callback=lambda _: config.attention_weight,
+            tensor_format="BCHW", current_timestep_callback=lambda: int(context.timestep),
+        ))
+
+    return _install(pipe, apply, (_FASTER_CACHE_DENOISER_HOOK, _FASTER_CACHE_BLOCK_HOOK), per_sample=False)
+
+
+@technique(MagCache)
+def apply_magcache(pipe: Any, config: MagCache) -> _DiTCacheHandle:
+    curve = list(config.ratios) or magcache_ratios(model_folder(pipe))
+    if not curve:
+        raise InvalidRequest("techniques", "magcache", "has no calibrated ratios for this model",
+                             "run `genaccel calibrate --model MODEL` once, or use fbcache or taylorseer")
+    ratios = torch.tensor(curve, dtype=torch.float32)
+    mag = MagCacheConfig(threshold=config.threshold, max_skip_steps=config.max_skip,
+                         retention_ratio=config.retention, num_inference_steps=len(curve), mag_ratios=ratios)
+
+    def apply(transformer: torch.nn.Module, _: _ContextHook) -> None:
+        apply_mag_cache(transformer, mag)
+
+    handle = _install(pipe, apply, (_MAG_CACHE_LEADER_BLOCK_HOOK, _MAG_CACHE_BLOCK_HOOK), per_sample=False)
+
+    def at_this_step_count(call: Any) -> Any:  # the curve is stretched to each call's step count
+        def run(**kwargs: Any) -> Any:
+            steps = int(kwargs.get("num_inference_steps") or len(curve))
+            mag.num_inference_steps = steps
+            mag.mag_ratios = nearest_interp(ratios, steps)
+            return call(**kwargs)
+        return run
+
+    handle.undo_wrapper = add_call_wrapper(pipe, at_this_step_count)
+    return handle

@@ -1,7 +1,7 @@
-"""General levers that change no model maths: memory layout, VAE tiling/slicing and the
-attention backend. Each applies to the pipeline instance and is undone by ``remove()``; where a
-lever is unavailable (no CUDA, no xformers) it logs a warning and changes nothing, so a profile
-that asks for it still runs everywhere."""
+"""General levers that change no model maths: memory layout, VAE tiling/slicing, the attention
+backend and regional ``torch.compile``. Each applies to the pipeline instance and is undone by
+``remove()``; where a lever is unavailable (no CUDA, no xformers, no C compiler) it logs a
+warning and changes nothing, so a profile that asks for it still runs everywhere."""
 
 from __future__ import annotations
 
@@ -127,3 +127,72 @@ def apply_attention_backend(pipe: Any, config: AttentionBackend) -> _Undo:
         return _Undo()
     denoiser.set_attention_backend(config.backend)
     return _Undo(denoiser.reset_attention_backend)
+
+
+DEFAULT_REGIONS = ("BasicTransformerBlock", "ResnetBlock2D")
+"""Repeated block classes compiled when the denoiser names none (``_repeated_blocks``)."""
+
+
+@dataclass(frozen=True)
+class RegionalCompile:
+    """Regional ``torch.compile`` (the PyTorch recipe diffusers' ``compile_repeated_blocks``
+    follows): each repeated block of the denoiser is compiled, not the whole model, so compile
+    time stays short and one compiled graph serves every block of a shape. The first jobs after
+    it pay the compile time; later ones run the compiled code.
+
+    Args:
+        backend: a ``torch.compile`` backend (``inductor``; ``eager``/``aot_eager`` for debugging).
+        mode: inductor mode (``default``, ``reduce-overhead``, ``max-autotune``).
+        dynamic: compile for dynamic shapes (fewer recompiles across sizes and batch sizes).
+    """
+
+    backend: str = "inductor"
+    mode: str = "default"
+    dynamic: bool = False
+    name: ClassVar[str] = "compile"
+    families: ClassVar[tuple[str, ...]] = ALL_FAMILIES
+    alternatives: ClassVar[dict[str, str]] = {}
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+            raise ValueError(f"mode={self.mode!r} must be default, reduce-overhead or max-autotune")
+        if self.backend not in torch._dynamo.list_backends(exclude_tags=()):
+            raise ValueError(f"backend={self.backend!r} must be one of {', '.join(torch._dynamo.list_backends())}")
+
+
+def compile_unavailable(config: RegionalCompile, device: torch.device) -> str | None:
+    """Why ``config`` cannot compile here, or None."""
+    import shutil
+
+    if config.backend == "inductor" and device.type == "cpu" and not (shutil.which("cc") or shutil.which("gcc")):
+        return "inductor on CPU needs a C compiler (cc/gcc) and none is installed"
+    return None
+
+
+@technique(RegionalCompile)
+def apply_compile(pipe: Any, config: RegionalCompile) -> _Undo:
+    denoiser = _denoiser(pipe)
+    if not isinstance(denoiser, torch.nn.Module):
+        log.warning("compile: %s has no denoiser module; nothing compiled", type(pipe).__name__)
+        return _Undo()
+    device = next(denoiser.parameters()).device
+    reason = compile_unavailable(config, device)
+    if reason:
+        log.warning("compile: %s; running uncompiled", reason)
+        return _Undo()
+    regions = tuple(getattr(denoiser, "_repeated_blocks", None) or DEFAULT_REGIONS)
+    blocks = [m for m in denoiser.modules() if type(m).__name__ in regions]
+    if not blocks:
+        log.warning("compile: no %s blocks in %s; running uncompiled", "/".join(regions), type(denoiser).__name__)
+        return _Undo()
+    options = {"backend": config.backend, "dynamic": config.dynamic}
+    if config.backend == "inductor":
+        options["mode"] = config.mode
+    for block in blocks:
+        block.compile(**options)
+
+    def undo() -> None:
+        for block in blocks:
+            block._compiled_call_impl = None  # what nn.Module.compile set: the plain forward again
+
+    return _Undo(undo)

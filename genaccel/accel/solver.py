@@ -3,14 +3,23 @@ Euler), so fewer steps reach the same picture (Lu et al. 2022; Zhao et al. 2023)
 it is what profiles that set their own step count use.
 
 The new scheduler is built ``from_config`` of the model's own (same betas, prediction type and
-timestep spacing), so it fits any epsilon- or v-prediction model; flow-matching schedulers are
-refused with the alternative. ``remove()`` puts the original scheduler object back.
+timestep spacing), so it fits any epsilon- or v-prediction model. ``remove()`` puts the original
+scheduler object back.
+
+Flow-matching models (SD3, Flux, SANA) get few-step flow schedules: ``euler`` is diffusers'
+``FlowMatchEulerDiscreteScheduler`` and ``dpmsolver++``/``unipc`` run on flow sigmas
+(``use_flow_sigmas``, as SANA ships them); ``spacing="trailing"`` spaces the sigmas evenly from
+1 down to (but not including) 0 before the shift, so a 2-4 step schedule does not spend a step
+at sigma 0.001 (the default spacing's last step); ``shift`` replaces the model's time shift.
+Consistency samplers and DDIM are refused there: they need a noise-prediction schedule.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+import numpy as np
 
 from genaccel.accel.base import technique
 from genaccel.errors import InvalidRequest
@@ -30,12 +39,14 @@ class SolverConfig:
         gamma: TCD's stochasticity (0 = deterministic, 0.3 recommended).
         spacing: timestep spacing; ``trailing`` keeps few-step schedules ending at the noisiest
             timestep (what few-step samplers want); ``None`` keeps the model's.
+        shift: flow-matching models only: the time shift (SD3 uses 3.0); ``None`` keeps the model's.
     """
 
     kind: str = "dpmsolver++"
     karras: bool = False
     gamma: float = 0.3
     spacing: str | None = None
+    shift: float | None = None
     name: ClassVar[str] = "solver"
     families: ClassVar[tuple[str, ...]] = ("sd-unet", "sdxl-unet", "image-dit")
     alternatives: ClassVar[dict[str, str]] = {}
@@ -47,6 +58,8 @@ class SolverConfig:
             raise ValueError(f"gamma={self.gamma} must be between 0 and 1")
         if self.spacing is not None and self.spacing not in SPACINGS:
             raise ValueError(f"spacing={self.spacing!r} must be one of {', '.join(SPACINGS)}")
+        if self.shift is not None and not 0 < self.shift <= 20:
+            raise ValueError(f"shift={self.shift} must be in (0, 20]")
 
 
 class _SolverHandle:
@@ -85,8 +98,11 @@ def apply_solver(pipe: Any, config: SolverConfig) -> _SolverHandle:
 
     original = pipe.scheduler
     if "FlowMatch" in type(original).__name__:
-        raise InvalidRequest("techniques", "solver", f"does not fit the flow-matching scheduler "
-                             f"{type(original).__name__}", "use the model's own scheduler with fewer steps")
+        pipe.scheduler = flow_scheduler(original, config)
+        return _SolverHandle(pipe, original)
+    if config.shift is not None:
+        raise InvalidRequest("techniques.solver", config.shift, "shift applies to flow-matching models only",
+                             f"drop shift for the {type(original).__name__} of this model")
     cls = {"dpmsolver++": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler,
            "euler": EulerDiscreteScheduler, "ddim": DDIMScheduler, "lcm": LCMScheduler,
            "tcd": TCDScheduler}[config.kind]
@@ -101,3 +117,55 @@ def apply_solver(pipe: Any, config: SolverConfig) -> _SolverHandle:
         _fixed_gamma(scheduler, config.gamma)
     pipe.scheduler = scheduler
     return _SolverHandle(pipe, original)
+
+
+FLOW_KINDS = ("euler", "dpmsolver++", "unipc")
+
+
+def flow_scheduler(original: Any, config: SolverConfig) -> Any:
+    """A few-step schedule for a flow-matching model (see the module docstring)."""
+    from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    name = type(original).__name__
+    if config.kind not in FLOW_KINDS:
+        raise InvalidRequest("techniques.solver", config.kind, f"does not fit the flow-matching scheduler {name}",
+                             "use solver kind=euler with spacing=trailing (a few-step flow schedule), or a "
+                             "flow-matching model's own distilled checkpoint")
+    shift = config.shift if config.shift is not None else float(original.config.get("shift", 1.0))
+    if config.kind == "euler":
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(original.config, shift=shift)
+        if config.spacing == "trailing":
+            _trailing_flow_sigmas(scheduler)
+        return scheduler
+    cls = DPMSolverMultistepScheduler if config.kind == "dpmsolver++" else UniPCMultistepScheduler
+    extra = {"algorithm_type": "dpmsolver++", "solver_order": 2} if config.kind == "dpmsolver++" else {}
+    scheduler = cls.from_config(
+        {k: v for k, v in original.config.items() if k != "shift"}, use_flow_sigmas=True,
+        prediction_type="flow_prediction", flow_shift=shift, final_sigmas_type="zero", **extra)
+    _ignore_pipeline_sigmas(scheduler)
+    return scheduler
+
+
+def _trailing_flow_sigmas(scheduler: Any) -> None:
+    """Sigmas ``linspace(1, 0, n + 1)[:-1]`` (shifted by the scheduler) whatever the pipeline passes."""
+    set_timesteps = scheduler.set_timesteps
+
+    def trailing(num_inference_steps: int | None = None, device: Any = None, sigmas: Any = None, mu: Any = None,
+                 timesteps: Any = None) -> None:
+        n = num_inference_steps or len(sigmas if sigmas is not None else timesteps)
+        set_timesteps(num_inference_steps=n, device=device, sigmas=np.linspace(1.0, 0.0, n + 1)[:-1].tolist(), mu=mu)
+
+    scheduler.set_timesteps = trailing
+
+
+def _ignore_pipeline_sigmas(scheduler: Any) -> None:
+    """Flux-style pipelines pass their own Euler sigmas (and ``mu``); a multistep flow solver
+    makes its own from the step count, so it takes and ignores them."""
+    set_timesteps = scheduler.set_timesteps
+
+    def own_sigmas(num_inference_steps: int | None = None, device: Any = None, sigmas: Any = None, mu: Any = None,
+                   timesteps: Any = None) -> None:
+        n = num_inference_steps or len(sigmas if sigmas is not None else timesteps)
+        set_timesteps(num_inference_steps=n, device=device)
+
+    scheduler.set_timesteps = own_sigmas

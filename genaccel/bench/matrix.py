@@ -27,12 +27,18 @@ class QualitySpec(BaseModel):
 
 
 class Variant(BaseModel):
-    """A row label with an explicit technique list (on top of the ``off`` profile)."""
+    """A row label with an explicit technique list (on top of the ``off`` profile), optionally on
+    another model (a distilled student measured against its teacher's baseline row) and at its
+    own step count."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     profile: str = "off"
     techniques: list[TechniqueSpec] = Field(default_factory=list)
+    model: str | None = None
+    """Run this row on another model; speed-up and fidelity stay against the group's baseline."""
+    steps: int | None = Field(default=None, ge=1, le=200)
+    """This row's step count, whatever the matrix's ``steps`` say (null: the matrix's)."""
 
 
 class BenchMatrix(BaseModel):
@@ -98,8 +104,10 @@ class BenchMatrix(BaseModel):
             self.models, self.sizes, self.batch, variants, self.steps
         ):
             width, height = (int(v) for v in size.split("x")) if size else (None, None)
-            out.append(BenchRow(model, variant.name, variant.profile, tuple(variant.techniques), steps, width,
-                                height, batch, baseline=(variant == variants[0] and steps == self.steps[0])))
+            own = variant.steps if variant.steps is not None else steps
+            out.append(BenchRow(variant.model or model, variant.name, variant.profile, tuple(variant.techniques), own,
+                                width, height, batch, baseline=(variant == variants[0] and steps == self.steps[0]),
+                                base_model=model))
         return out
 
 
@@ -114,10 +122,13 @@ class BenchRow:
     height: int | None
     batch: int
     baseline: bool
+    base_model: str = ""
+    """The matrix model whose baseline row this row is compared with (``model`` unless a variant
+    names another)."""
 
     @property
     def group(self) -> tuple[str, int | None, int | None, int]:
-        return (self.model, self.width, self.height, self.batch)
+        return (self.base_model or self.model, self.width, self.height, self.batch)
 
 
 def parse_matrix(data: dict[str, Any], source: str = "matrix") -> BenchMatrix:

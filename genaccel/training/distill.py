@@ -1,4 +1,4 @@
-"""``genaccel distill``: few-step students from a teacher pipeline we serve (UNet families).
+"""``genaccel distill``: few-step students from a teacher pipeline we serve (SD-UNet and PixArt DiT).
 
 - ``lcm``: latent consistency distillation (Luo et al. 2023, "Latent Consistency Models"):
   skipping-step DDIM solver on the teacher's classifier-free-guided noise prediction, the
@@ -8,6 +8,13 @@
 - ``guidance``: guidance distillation (Meng et al. 2023, "On Distillation of Guided Diffusion
   Models", stage one): the student, conditioned on the guidance scale, matches the teacher's
   CFG prediction in one pass; it keeps the teacher's scheduler and step count.
+- ``kd``: output distillation of a given, smaller student (``genaccel prune``'s recovery, as in
+  BK-SDM): the student matches the teacher's noise prediction (plus a small share of the plain
+  denoising loss), guided and unguided.
+
+A UNet student takes the guidance scale as a condition (``time_cond_proj_dim``, as LCM-SD).
+A PixArt transformer has no such input, so its student is distilled at one guidance scale, as
+PIXART-δ does, and runs without classifier-free guidance (``guidance_scale`` 1).
 
 Training data: latents of reference-generator images (``--data N``) or of teacher samples for
 the prompts in a file. Resumable from ``work``; the output is a pipeline folder with a
@@ -16,6 +23,7 @@ the prompts in a file. Resumable from ``work``; the output is a pipeline folder 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Callable
@@ -26,14 +34,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, LCMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import DDPMScheduler, LCMScheduler, PixArtAlphaPipeline, StableDiffusionPipeline, UNet2DConditionModel
 
 from genaccel.errors import InvalidRequest
 from genaccel.training.common import load_checkpoint, plot_loss, save_checkpoint
 
 log = logging.getLogger(__name__)
+Conditioning = tuple[torch.Tensor, torch.Tensor | None]
+"""Text embeddings and their attention mask (None where the denoiser takes none)."""
 Progress = Callable[[int, int, float], None]
-Mode = Literal["lcm", "guidance"]
+Mode = Literal["lcm", "guidance", "kd"]
 W_EMBED_DIM = 256
 
 
@@ -92,18 +102,101 @@ def teacher_latents(pipe: Any, prompts: list[str], seed: int, steps: int = 25, c
     return torch.cat(out)
 
 
-class Distiller:
-    """One distillation run of ``teacher`` (a loaded pipeline with a UNet)."""
+class _UNetFamily:
+    """SD-UNet teacher: the student takes the guidance scale as ``timestep_cond``."""
 
-    def __init__(self, teacher: Any, config: DistillConfig) -> None:
-        if getattr(teacher, "unet", None) is None:
-            raise InvalidRequest("teacher", type(teacher).__name__, "genaccel distill trains UNet students only "
-                                 "in this version", "pick an SD-architecture teacher such as shapes-sd")
+    guided = True
+
+    def __init__(self, teacher: Any) -> None:
+        self.teacher = teacher
         if teacher.unet.config.get("time_cond_proj_dim") is not None:
             raise InvalidRequest("teacher", type(teacher).__name__, "is already guidance-distilled",
                                  "distil from the original model")
+
+    def denoiser(self) -> torch.nn.Module:
+        return self.teacher.unet
+
+    def make_student(self) -> torch.nn.Module:
+        return make_student(self.teacher.unet)
+
+    @torch.no_grad()
+    def embed(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tok = self.teacher.tokenizer
+        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids
+        return self.teacher.text_encoder(ids)[0], None
+
+    @staticmethod
+    def call(model: Any, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None,
+             w_emb: torch.Tensor | None) -> torch.Tensor:
+        return model(x, t, cond, timestep_cond=w_emb).sample
+
+    def pipeline(self, denoiser: Any, scheduler: Any) -> Any:
+        t = self.teacher
+        return StableDiffusionPipeline(vae=t.vae, text_encoder=t.text_encoder, tokenizer=t.tokenizer, unet=denoiser,
+                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                       image_encoder=None, requires_safety_checker=False)
+
+
+class _PixArtFamily:
+    """PixArt transformer teacher: the student copies it and is distilled at one guidance scale."""
+
+    guided = False
+
+    def __init__(self, teacher: Any) -> None:
+        self.teacher = teacher
+
+    def denoiser(self) -> torch.nn.Module:
+        return self.teacher.transformer
+
+    def make_student(self) -> torch.nn.Module:
+        student = copy.deepcopy(self.teacher.transformer).float()
+        return student.requires_grad_(True)
+
+    @torch.no_grad()
+    def embed(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tok = self.teacher.tokenizer
+        enc = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  add_special_tokens=True, return_tensors="pt")
+        mask = enc.attention_mask
+        return self.teacher.text_encoder(enc.input_ids, attention_mask=mask)[0], mask
+
+    @staticmethod
+    def call(model: Any, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None,
+             w_emb: torch.Tensor | None) -> torch.Tensor:
+        out = model(x, encoder_hidden_states=cond, encoder_attention_mask=mask, timestep=t,
+                    added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
+        return out[:, : x.shape[1]] if out.shape[1] == 2 * x.shape[1] else out  # learned sigma: keep eps
+
+    def pipeline(self, denoiser: Any, scheduler: Any) -> Any:
+        t = self.teacher
+        return PixArtAlphaPipeline(tokenizer=t.tokenizer, text_encoder=t.text_encoder, vae=t.vae,
+                                   transformer=denoiser, scheduler=scheduler)
+
+
+def teacher_family(teacher: Any) -> _UNetFamily | _PixArtFamily:
+    """The distillation adapter for ``teacher``, or a refusal naming what is supported."""
+    if getattr(teacher, "unet", None) is not None:
+        return _UNetFamily(teacher)
+    if isinstance(teacher, PixArtAlphaPipeline):
+        return _PixArtFamily(teacher)
+    raise InvalidRequest("teacher", type(teacher).__name__, "genaccel distill trains students of SD-UNet and "
+                         "PixArt pipelines only in this version",
+                         "pick an SD-architecture or PixArt teacher such as shapes-sd or shapes-dit")
+
+
+class Distiller:
+    """One distillation run of ``teacher`` (a loaded SD-UNet or PixArt pipeline)."""
+
+    def __init__(self, teacher: Any, config: DistillConfig, student: torch.nn.Module | None = None) -> None:
+        if (student is None) == (config.mode == "kd"):
+            raise ValueError("mode kd distils a given student; the other modes make their own")
+        self.family = teacher_family(teacher)
+        if config.mode == "guidance" and not self.family.guided:
+            raise InvalidRequest("mode", config.mode, f"{type(teacher).__name__} has no guidance-scale input to "
+                                 "distil into", "use --mode lcm (distilled at one guidance scale)")
         self.teacher, self.config = teacher, config
-        for module in (teacher.unet, teacher.text_encoder, teacher.vae):
+        for module in (self.family.denoiser(), teacher.text_encoder, teacher.vae):
             module.requires_grad_(False).eval()
         self.noise = DDPMScheduler.from_config(teacher.scheduler.config)
         self.lcm = LCMScheduler.from_config(teacher.scheduler.config)
@@ -111,16 +204,14 @@ class Distiller:
         total = self.noise.config.num_train_timesteps
         self.skip = total // config.ddim_timesteps
         self.ddim = torch.from_numpy((np.arange(1, config.ddim_timesteps + 1) * self.skip).round().astype(np.int64) - 1)
-        self.student = make_student(teacher.unet)
-        self.target = make_student(teacher.unet).requires_grad_(False)
-        self.target.load_state_dict(self.student.state_dict())
+        self.student = student.float().requires_grad_(True) if student is not None else self.family.make_student()
+        self.target: torch.nn.Module | None = None
+        if config.mode == "lcm":
+            self.target = self.family.make_student().requires_grad_(False)
+            self.target.load_state_dict(self.student.state_dict())
 
-    @torch.no_grad()
-    def _embed(self, prompts: list[str]) -> torch.Tensor:
-        tok = self.teacher.tokenizer
-        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
-        return self.teacher.text_encoder(ids)[0]
+    def _embed(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.family.embed(prompts)
 
     def _x0(self, eps: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         a = self.alphas[t].view(-1, 1, 1, 1)
@@ -132,40 +223,56 @@ class Distiller:
         c_out = torch.tensor([p[1] for p in pairs], dtype=torch.float32).view(-1, 1, 1, 1)
         return c_skip, c_out
 
-    def _consistency(self, unet: Any, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                     w_emb: torch.Tensor) -> torch.Tensor:
-        eps = unet(x, t, cond, timestep_cond=w_emb).sample
+    def _consistency(self, model: Any, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                     mask: torch.Tensor | None, w_emb: torch.Tensor | None) -> torch.Tensor:
+        eps = self.family.call(model, x, t, cond, mask, w_emb)
         c_skip, c_out = self._boundary(t)
         return c_skip * x + c_out * self._x0(eps, x, t)
 
     @torch.no_grad()
-    def _teacher_eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+    def _teacher_eps(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, uncond: Conditioning,
                      scale: torch.Tensor) -> torch.Tensor:
-        eps = self.teacher.unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([uncond, cond])).sample
+        masks = None if cond[1] is None or uncond[1] is None else torch.cat([uncond[1], cond[1]])
+        eps = self.family.call(self.family.denoiser(), torch.cat([x, x]), torch.cat([t, t]),
+                               torch.cat([uncond[0], cond[0]]), masks, None)
         eps_u, eps_c = eps.chunk(2)
         return eps_u + scale.view(-1, 1, 1, 1) * (eps_c - eps_u)
 
-    def loss(self, x0: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def loss(self, x0: torch.Tensor, cond: Conditioning, uncond: Conditioning, gen: torch.Generator) -> torch.Tensor:
+        """One batch's loss; ``cond``/``uncond`` are (embeddings, attention mask or None) of equal size."""
         c = self.config
         b = x0.shape[0]
         scale = c.guidance_min + (c.guidance_max - c.guidance_min) * torch.rand(b, generator=gen)
-        w_emb = guidance_embedding(scale)
+        if not self.family.guided:
+            scale = torch.full((b,), c.guidance_default)
+        w_emb = guidance_embedding(scale) if self.family.guided and c.mode != "kd" else None
         noise = torch.randn(x0.shape, generator=gen)
+        if c.mode == "kd":
+            t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), generator=gen)
+            x = self.noise.add_noise(x0, noise, t)
+            drop = torch.rand(b, generator=gen) < 0.1  # unguided calls matter as much under CFG
+            emb = torch.where(drop[:, None, None], uncond[0], cond[0])
+            mask = None if cond[1] is None or uncond[1] is None else torch.where(drop[:, None], uncond[1], cond[1])
+            pred = self.family.call(self.student, x, t, emb, mask, None)
+            with torch.no_grad():
+                teacher = self.family.call(self.family.denoiser(), x, t, emb, mask, None)
+            return F.mse_loss(pred, teacher) + 0.1 * F.mse_loss(pred, noise)
         if c.mode == "guidance":
             t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), generator=gen)
             x = self.noise.add_noise(x0, noise, t)
-            pred = self.student(x, t, cond, timestep_cond=w_emb).sample
+            pred = self.family.call(self.student, x, t, cond[0], cond[1], w_emb)
             return F.mse_loss(pred, self._teacher_eps(x, t, cond, uncond, scale))
         n = torch.randint(0, c.ddim_timesteps, (b,), generator=gen)
         t = self.ddim[n]
         t_prev = (t - self.skip).clamp(min=0)
         x = self.noise.add_noise(x0, noise, t)
-        online = self._consistency(self.student, x, t, cond, w_emb)
+        online = self._consistency(self.student, x, t, *cond, w_emb)
         with torch.no_grad():
             eps = self._teacher_eps(x, t, cond, uncond, scale)
             a_prev = self.alphas[t_prev].view(-1, 1, 1, 1)
             x_prev = a_prev.sqrt() * self._x0(eps, x, t) + (1 - a_prev).sqrt() * eps  # DDIM step t -> t_prev
-            target = self._consistency(self.target, x_prev, t_prev, cond, w_emb)
+            assert self.target is not None
+            target = self._consistency(self.target, x_prev, t_prev, *cond, w_emb)
         return (torch.sqrt((online - target) ** 2 + c.huber_c**2) - c.huber_c).mean()
 
     def train(self, latents: torch.Tensor, captions: list[str], ckpt: Path,
@@ -176,52 +283,57 @@ class Distiller:
         state = load_checkpoint(ckpt)
         if state is not None:
             self.student.load_state_dict(state["student"])
-            self.target.load_state_dict(state["target"])
+            if self.target is not None:
+                self.target.load_state_dict(state["target"])
             opt.load_state_dict(state["opt"])
             start, losses = int(state["step"]), list(state["losses"])
         gen = torch.Generator().manual_seed(c.seed)
         if state is not None:
             gen.set_state(state["gen"])
-        uncond = self._embed([""])
+        empty = self._embed([""])
         self.student.train()
         for step in range(start, c.steps):
             idx = torch.randint(len(latents), (c.batch,), generator=gen)
             cond = self._embed([captions[int(i)] for i in idx])
-            loss = self.loss(latents[idx], cond, uncond.expand_as(cond), gen)
+            mask = None if empty[1] is None or cond[1] is None else empty[1].expand_as(cond[1])
+            uncond = (empty[0].expand_as(cond[0]), mask)
+            loss = self.loss(latents[idx], cond, uncond, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
             opt.step()
-            with torch.no_grad():
-                for p_t, p_s in zip(self.target.parameters(), self.student.parameters(), strict=True):
-                    p_t.mul_(c.ema_decay).add_(p_s.detach(), alpha=1 - c.ema_decay)
+            if self.target is not None:
+                with torch.no_grad():
+                    for p_t, p_s in zip(self.target.parameters(), self.student.parameters(), strict=True):
+                        p_t.mul_(c.ema_decay).add_(p_s.detach(), alpha=1 - c.ema_decay)
             losses.append(loss.item())
             if progress:
                 progress(step + 1, c.steps, losses[-1])
             if (step + 1) % 100 == 0 or step + 1 == c.steps:
-                save_checkpoint(ckpt, {"student": self.student.state_dict(), "target": self.target.state_dict(),
+                target = self.target.state_dict() if self.target is not None else None
+                save_checkpoint(ckpt, {"student": self.student.state_dict(), "target": target,
                                        "opt": opt.state_dict(), "step": step + 1, "losses": losses,
                                        "gen": gen.get_state()})
         self.student.eval()
         return losses
 
     def save(self, out: Path, teacher_name: str, losses: list[float]) -> None:
-        t = self.teacher
         lcm = self.config.mode == "lcm"
-        unet = self.target if lcm else self.student  # LCM ships the EMA target, as in the paper
-        scheduler = self.lcm if lcm else t.scheduler
-        pipe = StableDiffusionPipeline(vae=t.vae, text_encoder=t.text_encoder, tokenizer=t.tokenizer, unet=unet,
-                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                       image_encoder=None, requires_safety_checker=False)
+        denoiser = self.target if lcm else self.student  # LCM ships the EMA target, as in the paper
+        pipe = self.family.pipeline(denoiser, self.lcm if lcm else self.teacher.scheduler)
         out.mkdir(parents=True, exist_ok=True)
-        dtype = t.unet.dtype
+        dtype = self.family.denoiser().dtype
         pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
         pipe.to(dtype)
+        guided = self.family.guided
         card = {
             "distilled_from": teacher_name, "mode": self.config.mode,
             "defaults": {"steps": self.config.student_steps if lcm else None,
-                         "guidance_scale": self.config.guidance_default},
-            "guidance": "embedded: one denoiser pass per step; negative prompts are ignored",
+                         "guidance_scale": self.config.guidance_default if guided else 1.0},
+            "guidance": "embedded: one denoiser pass per step; negative prompts are ignored" if guided else
+            f"distilled at guidance_scale {self.config.guidance_default:g}: runs without classifier-free "
+            "guidance (1); a larger guidance_scale applies CFG on top and negative prompts only then",
+            "guidance_distilled": None if guided else self.config.guidance_default,
             "config": asdict(self.config),
         }
         (out / "genaccel.json").write_text(json.dumps(card, indent=2) + "\n")

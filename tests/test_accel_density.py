@@ -1,0 +1,48 @@
+"""density (FlexDiT's idea): pooled tokens in the noisy steps, all tokens in the detailed ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from genaccel.accel import apply_techniques
+from genaccel.accel.density import FlexDensity, _pool, _spread
+from genaccel.errors import InvalidRequest
+
+
+def run(pipe) -> np.ndarray:  # type: ignore[no-untyped-def]
+    return pipe("a cat", num_inference_steps=6, height=64, width=64, output_type="np", use_resolution_binning=False,
+                generator=torch.Generator().manual_seed(3)).images
+
+
+def test_pool_and_spread_keep_a_flat_grid() -> None:
+    tokens = torch.randn(2, 8 * 8, 5)
+    pooled = _pool(tokens, (8, 8), 2)
+    assert pooled.shape == (2, 16, 5)
+    assert torch.allclose(pooled[:, 0], tokens[:, [0, 1, 8, 9]].mean(1))  # row-major 2x2 patch
+    spread = _spread(pooled, (8, 8), 2)
+    assert spread.shape == tokens.shape and torch.equal(spread[:, 9], pooled[:, 0])
+
+
+def test_density_three_runs(tiny_dit) -> None:  # type: ignore[no-untyped-def]
+    base = run(tiny_dit)
+    never = apply_techniques(tiny_dit, [FlexDensity(threshold=1001)])
+    np.testing.assert_allclose(run(tiny_dit), base, atol=1e-6)  # no step pooled: unchanged
+    never.remove()
+    techniques = apply_techniques(tiny_dit, [FlexDensity(threshold=500)])
+    on = run(tiny_dit)
+    state = techniques.handles[0].state  # type: ignore[attr-defined]
+    assert 0 < state.pooled_calls < 6  # the noisy half only
+    assert not np.array_equal(on, base) and np.abs(on - base).mean() < 0.25
+    techniques.remove()
+    blocks = tiny_dit.transformer.transformer_blocks
+    assert not tiny_dit.transformer._forward_pre_hooks and not blocks[0]._forward_pre_hooks
+    np.testing.assert_allclose(run(tiny_dit), base, atol=1e-4)
+
+
+def test_density_is_refused_where_it_does_not_fit(tiny_sd) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidRequest, match=r"density.*does not fit the transformer NoneType"):
+        apply_techniques(tiny_sd, [FlexDensity()])
+    with pytest.raises(ValueError, match="pool=3 must be 2 or 4"):
+        FlexDensity(pool=3)

@@ -1,0 +1,86 @@
+"""`genaccel prune`: LD-Pruner ranking of removable UNet units, a smaller diffusers UNet holding
+the remaining weights, recovery by distillation, and a pruned model that loads by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from genaccel.cli import main
+from genaccel.errors import InvalidRequest
+from genaccel.training.prune import disabled, importance, plan, pruned_unet, units
+
+
+def _batches(unet) -> list:  # type: ignore[no-untyped-def]
+    gen = torch.Generator().manual_seed(0)
+    dim = unet.config.cross_attention_dim
+    return [(torch.randn(2, 4, 8, 8, generator=gen), torch.tensor([100, 700]), torch.randn(2, 77, dim, generator=gen))]
+
+
+def test_units_ranking_and_plan(tiny_sd) -> None:  # type: ignore[no-untyped-def]
+    unet = tiny_sd.unet
+    names = [u.name for u in units(unet)]
+    assert names == ["mid_block", "down_blocks.1.attentions", "up_blocks.0.attentions"]
+    scores = importance(unet, _batches(unet))
+    assert set(scores) == set(names) and all(v > 0 for v in scores.values())
+    x, t, c = _batches(unet)[0]
+    with torch.no_grad():
+        before = unet(x, t, c).sample
+        with disabled(unet, "mid_block"):
+            without = unet(x, t, c).sample
+        after = unet(x, t, c).sample
+    assert not torch.equal(before, without) and torch.equal(before, after)  # the hook is gone again
+    total = sum(p.numel() for p in unet.parameters())
+    chosen = plan(unet, scores, 0.05)
+    assert chosen.removed == [min(scores, key=scores.__getitem__)][: len(chosen.removed)]
+    assert chosen.params_after == total - sum(u.params for u in units(unet) if u.name in chosen.removed)
+    assert chosen.ratio >= 0.05
+
+
+def test_pruned_unet_keeps_the_remaining_weights(tiny_sd) -> None:  # type: ignore[no-untyped-def]
+    unet = tiny_sd.unet
+    removed = ["mid_block", "up_blocks.0.attentions"]
+    small = pruned_unet(unet, removed)
+    assert small.mid_block is None and small.config.up_block_types[0] == "UpBlock2D"
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in unet.parameters())
+    x, t, c = _batches(unet)[0]
+    with torch.no_grad(), disabled(unet, "mid_block"), disabled(unet, "up_blocks.0.attentions"):
+        expected = unet(x, t, c).sample
+    with torch.no_grad():
+        got = small(x, t, c).sample
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)  # pruning = running without the units
+
+
+def test_plan_refusals(tiny_sd) -> None:  # type: ignore[no-untyped-def]
+    scores = {u.name: 1.0 for u in units(tiny_sd.unet)}
+    with pytest.raises(InvalidRequest, match="needs more than the removable units hold"):
+        plan(tiny_sd.unet, scores, 0.9)
+    with pytest.raises(InvalidRequest, match="must be between 0 and 1"):
+        plan(tiny_sd.unet, scores, 0.0)
+
+
+@pytest.mark.slow
+def test_prune_command_saves_a_model_that_renders(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                  isolated_home: Path) -> None:
+    args = ["prune", "--model", "tiny-sd", "--ratio", "0.1", "--recover-steps", "2", "--batch", "2",
+            "--calibration", "8", "--work", str(tmp_path / "work")]
+    assert main(args) == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    out = Path(captured.out.strip())
+    assert out == isolated_home / "models" / "tiny-sd-pruned" and "removed" in captured.err
+    card = json.loads((out / "genaccel.json").read_text())
+    assert card["pruned_from"] == "tiny-sd" and card["prune"]["ratio"] >= 0.1 and card["recover_steps"] == 2
+    assert (out / "loss_curve.png").is_file()
+    assert main(["models"]) == 0 and "pruned from tiny-sd" in capsys.readouterr().out
+    assert main(["render", "a red circle", "--model", "tiny-sd-pruned", "--json", "--out", str(tmp_path / "o")]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "succeeded"
+
+
+def test_prune_refusals(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prune", "--model", "tiny-sd", "--ratio", "1.5"]) == 2
+    assert "ratio=1.5 is invalid: must be between 0 and 1" in capsys.readouterr().err
+    assert main(["prune", "--model", "tiny-dit"]) == 2
+    assert "removes UNet blocks of SD-architecture models only" in capsys.readouterr().err
