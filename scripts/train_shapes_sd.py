@@ -3,8 +3,12 @@
 
 Resumable: checkpoints go to --work; run the same command again to continue.
 
-Example (the shipped weights; assets/shapes-sd/train_log.json has the exact command):
-    python scripts/train_shapes_sd.py --out assets/shapes-sd --work runs/shapes-sd
+The shipped weights (assets/shapes-sd/train_log.json has the exact commands): the VAE stage,
+then the UNet and text encoder on that VAE:
+    python scripts/train_shapes_sd.py --vae-only --work runs/shapes-sd --vae-steps 3000 --threads 1
+    python scripts/train_shapes_sd.py --out assets/shapes-sd --work runs/shapes-sd --vae-from runs/shapes-sd \
+        --steps 3000 --threads 1
+Without --vae-from one command runs both stages.
 """
 
 from __future__ import annotations

@@ -36,3 +36,15 @@ def test_training_script_makes_a_loadable_resumable_pipeline(script: str, tmp_pa
         (result,) = engine.wait([job.id])
     assert result.state == "succeeded", result.error
     assert result.artifacts[0].width == 64
+
+
+@pytest.mark.slow
+def test_shapes_sd_reuses_a_trained_vae(tmp_path: Path) -> None:
+    out, work = tmp_path / "model", tmp_path / "work"
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_shapes_sd.py"), "--out", str(out), "--work", str(work),
+           "--vae-from", str(ROOT / "assets" / "shapes-sd"), "--steps", "2", "--data", "64", "--batch", "4"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (work / "vae.pt").exists() and (out / "vae" / "config.json").is_file()
+    log = (out / "train_log.json").read_text()
+    assert '"vae_from"' in log and '"unet_channels": [\n    64,\n    128,\n    128,\n    128\n  ]' in log
