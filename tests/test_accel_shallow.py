@@ -24,10 +24,9 @@ def _request(settings: Settings, **params: object) -> JobRequest:
     return prepare_request(JobRequest.from_flat(flat), ModelRegistry(settings), settings)[0]
 
 
-def _count_calls(module: torch.nn.Module) -> list[int]:
+def _count_calls(module: torch.nn.Module) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
     calls: list[int] = []
-    module.register_forward_pre_hook(lambda m, a: calls.append(1))
-    return calls
+    return calls, module.register_forward_pre_hook(lambda m, a: calls.append(1))
 
 
 def test_shallow_start_three_runs(settings: Settings, tiny_sd) -> None:  # type: ignore[no-untyped-def]
@@ -40,7 +39,7 @@ def test_shallow_start_three_runs(settings: Settings, tiny_sd) -> None:  # type:
 
     base = run()
     original = tiny_sd.scheduler
-    calls = _count_calls(tiny_sd.unet)
+    calls, counting = _count_calls(tiny_sd.unet)
     techniques = apply_techniques(tiny_sd, [ShallowStartConfig(strength=0.4, prior_steps=2)])
     shallow = run(record=True)
     assert len(calls) == 2 + 4  # a 2-step draft, then the last 4 of 10 steps (CFG in one batched call)
@@ -50,7 +49,7 @@ def test_shallow_start_three_runs(settings: Settings, tiny_sd) -> None:  # type:
     again = run()
     np.testing.assert_array_equal(again, shallow)  # deterministic by seed
     techniques.remove()
-    tiny_sd.unet._forward_pre_hooks.clear()
+    counting.remove()  # only the counter this test added
     assert not hasattr(tiny_sd, "_genaccel_call_wrappers")
     np.testing.assert_allclose(run(), base, atol=1e-4)
 

@@ -79,6 +79,21 @@ def check_family(config: Any, family: str) -> None:
                          f"(it fits {', '.join(config.families)})", alternative)
 
 
+class Undo:
+    """A ``Handle`` for a patch without per-job state: ``remove()`` runs ``undo`` once."""
+
+    def __init__(self, undo: Callable[[], None] | None = None) -> None:
+        self.undo = undo
+
+    def reset(self) -> None:
+        pass
+
+    def remove(self) -> None:
+        if self.undo is not None:
+            self.undo()
+            self.undo = None
+
+
 class TechniqueSet:
     """The handles of several techniques applied in order; removed in reverse order."""
 

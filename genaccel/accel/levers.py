@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from genaccel.accel.base import technique
+from genaccel.accel.base import Undo, technique
 
 log = logging.getLogger(__name__)
 ALL_FAMILIES = ("sd-unet", "sdxl-unet", "image-dit", "video-dit", "audio-dit", "other")
@@ -21,19 +21,6 @@ BACKENDS = ("native", "_native_math", "flex", *sorted(CUDA_ONLY))
 
 def _denoiser(pipe: Any) -> Any:
     return getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-
-
-class _Undo:
-    def __init__(self, undo: Any = None) -> None:
-        self.undo = undo
-
-    def reset(self) -> None:
-        pass
-
-    def remove(self) -> None:
-        if self.undo is not None:
-            self.undo()
-            self.undo = None
 
 
 @dataclass(frozen=True)
@@ -46,7 +33,7 @@ class ChannelsLast:
 
 
 @technique(ChannelsLast)
-def apply_channels_last(pipe: Any, config: ChannelsLast) -> _Undo:
+def apply_channels_last(pipe: Any, config: ChannelsLast) -> Undo:
     modules = [m for m in (_denoiser(pipe), getattr(pipe, "vae", None)) if isinstance(m, torch.nn.Module)]
     for m in modules:
         m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -55,7 +42,7 @@ def apply_channels_last(pipe: Any, config: ChannelsLast) -> _Undo:
         for m in modules:
             m.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
 
-    return _Undo(undo)
+    return Undo(undo)
 
 
 @dataclass(frozen=True)
@@ -68,11 +55,11 @@ class VAETiling:
 
 
 @technique(VAETiling)
-def apply_vae_tiling(pipe: Any, config: VAETiling) -> _Undo:
+def apply_vae_tiling(pipe: Any, config: VAETiling) -> Undo:
     vae = getattr(pipe, "vae", None)
     if vae is None or not hasattr(vae, "enable_tiling"):
         log.warning("vae_tiling: %s has no VAE that tiles; nothing changed", type(pipe).__name__)
-        return _Undo()
+        return Undo()
     was_tiling, was_slicing = bool(getattr(vae, "use_tiling", False)), bool(getattr(vae, "use_slicing", False))
     vae.enable_tiling()
     if hasattr(vae, "enable_slicing"):
@@ -84,7 +71,7 @@ def apply_vae_tiling(pipe: Any, config: VAETiling) -> _Undo:
         if not was_slicing and hasattr(vae, "disable_slicing"):
             vae.disable_slicing()
 
-    return _Undo(undo)
+    return Undo(undo)
 
 
 @dataclass(frozen=True)
@@ -118,15 +105,15 @@ def backend_unavailable(backend: str) -> str | None:
 
 
 @technique(AttentionBackend)
-def apply_attention_backend(pipe: Any, config: AttentionBackend) -> _Undo:
+def apply_attention_backend(pipe: Any, config: AttentionBackend) -> Undo:
     denoiser = _denoiser(pipe)
     why = backend_unavailable(config.backend)
     if why or denoiser is None or not hasattr(denoiser, "set_attention_backend"):
         log.warning("attention backend %s %s; keeping the default", config.backend,
                     why or f"is not settable on {type(pipe).__name__}")
-        return _Undo()
+        return Undo()
     denoiser.set_attention_backend(config.backend)
-    return _Undo(denoiser.reset_attention_backend)
+    return Undo(denoiser.reset_attention_backend)
 
 
 DEFAULT_REGIONS = ("BasicTransformerBlock", "ResnetBlock2D")
@@ -170,21 +157,21 @@ def compile_unavailable(config: RegionalCompile, device: torch.device) -> str | 
 
 
 @technique(RegionalCompile)
-def apply_compile(pipe: Any, config: RegionalCompile) -> _Undo:
+def apply_compile(pipe: Any, config: RegionalCompile) -> Undo:
     denoiser = _denoiser(pipe)
     if not isinstance(denoiser, torch.nn.Module):
         log.warning("compile: %s has no denoiser module; nothing compiled", type(pipe).__name__)
-        return _Undo()
+        return Undo()
     device = next(denoiser.parameters()).device
     reason = compile_unavailable(config, device)
     if reason:
         log.warning("compile: %s; running uncompiled", reason)
-        return _Undo()
+        return Undo()
     regions = tuple(getattr(denoiser, "_repeated_blocks", None) or DEFAULT_REGIONS)
     blocks = [m for m in denoiser.modules() if type(m).__name__ in regions]
     if not blocks:
         log.warning("compile: no %s blocks in %s; running uncompiled", "/".join(regions), type(denoiser).__name__)
-        return _Undo()
+        return Undo()
     options = {"backend": config.backend, "dynamic": config.dynamic}
     if config.backend == "inductor":
         options["mode"] = config.mode
@@ -195,4 +182,4 @@ def apply_compile(pipe: Any, config: RegionalCompile) -> _Undo:
         for block in blocks:
             block._compiled_call_impl = None  # what nn.Module.compile set: the plain forward again
 
-    return _Undo(undo)
+    return Undo(undo)

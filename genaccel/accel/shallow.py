@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from genaccel.accel.base import add_call_wrapper, technique
+from genaccel.accel.base import Undo, add_call_wrapper, technique
 from genaccel.errors import InvalidRequest
 
 Call = Callable[..., Any]
@@ -118,19 +118,8 @@ def _shallow_call(pipe: Any, config: ShallowStartConfig, call: Call) -> Call:
     return shallow
 
 
-class _ShallowHandle:
-    def __init__(self, remove: Callable[[], None]) -> None:
-        self._remove = remove
-
-    def reset(self) -> None:
-        pass  # no state between calls
-
-    def remove(self) -> None:
-        self._remove()
-
-
 @technique(ShallowStartConfig)
-def apply_shallow_start(pipe: Any, config: ShallowStartConfig) -> _ShallowHandle:
+def apply_shallow_start(pipe: Any, config: ShallowStartConfig) -> Undo:
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is None or not hasattr(scheduler, "add_noise") or "FlowMatch" in type(scheduler).__name__:
         raise InvalidRequest("techniques", "shallow_start", f"does not fit the scheduler "
@@ -143,4 +132,4 @@ def apply_shallow_start(pipe: Any, config: ShallowStartConfig) -> _ShallowHandle
     def wrapper(call: Call) -> Call:
         return _shallow_call(pipe, config, call)
 
-    return _ShallowHandle(add_call_wrapper(pipe, wrapper))
+    return Undo(add_call_wrapper(pipe, wrapper))
