@@ -5,6 +5,8 @@ modules; the calls in between recompute only the shallow branch (``conv_in``, th
 layers of the skip path, the last layers of the outermost up block and ``conv_out``) and reuse
 the kept deep features. ``branch`` picks how deep the recomputed branch goes (0 = shallowest),
 numbered like the ``deepcache`` package: layer ``branch % 3`` of block ``branch // 3``.
+AnimateDiff's ``UNetMotionModel`` (sample ``(B, C, F, H, W)``) is cached the same way: a
+layer's temporal ``motion_modules`` entry is reused together with its resnet and attention.
 
 Written here rather than taken from the ``deepcache`` package (which tests use as the oracle)
 because that package assigns ``forward`` on modules directly, finds the step with a host sync
@@ -37,7 +39,7 @@ class DeepCacheConfig:
     interval: int = 3
     branch: int = 0
     name: ClassVar[str] = "deepcache"
-    families: ClassVar[tuple[str, ...]] = ("sd-unet", "sdxl-unet")
+    families: ClassVar[tuple[str, ...]] = ("sd-unet", "sdxl-unet", "video-unet")
     alternatives: ClassVar[dict[str, str]] = {
         "image-dit": "use a DiT cache instead: first-block cache, PAB, TaylorSeer or MagCache",
     }
@@ -95,6 +97,13 @@ class _ReuseHook(ModelHook):
         return output
 
 
+def _layers(block: torch.nn.Module) -> list[tuple[int, torch.nn.Module]]:
+    """A block's per-layer modules with their layer index: resnets, attentions and, in the motion
+    blocks of AnimateDiff's ``UNetMotionModel``, the temporal ``motion_modules`` that run after them."""
+    return [(layer_i, mod) for kind in ("attentions", "resnets", "motion_modules")
+            for layer_i, mod in enumerate(getattr(block, kind, None) or [])]
+
+
 def _deep_modules(unet: Any, branch: int) -> list[torch.nn.Module]:
     """The modules whose work is reused, by the same rule as the ``deepcache`` package."""
     block_id, layer_id = branch // 3, branch % 3
@@ -110,13 +119,9 @@ def _deep_modules(unet: Any, branch: int) -> list[torch.nn.Module]:
         if down_skipped(block_i, 0):
             chosen.append(block)
             continue
-        resnets = list(getattr(block, "resnets", []) or [])
-        for layer_i, mod in [*enumerate(getattr(block, "attentions", []) or []), *enumerate(resnets)]:
-            if down_skipped(block_i, layer_i):
-                chosen.append(mod)
-        for mod in getattr(block, "downsamplers", None) or []:
-            if down_skipped(block_i, len(resnets)):
-                chosen.append(mod)
+        chosen.extend(mod for layer_i, mod in _layers(block) if down_skipped(block_i, layer_i))
+        if down_skipped(block_i, len(getattr(block, "resnets", None) or [])):
+            chosen.extend(getattr(block, "downsamplers", None) or [])
     chosen.append(unet.mid_block)
     count = len(unet.up_blocks)
     for index, block in enumerate(unet.up_blocks):
@@ -124,11 +129,8 @@ def _deep_modules(unet: Any, branch: int) -> list[torch.nn.Module]:
         if up_skipped(block_i, 0):
             chosen.append(block)
             continue
-        layers = len(getattr(block, "resnets", []) or [])
-        for layer_index, mod in [*enumerate(getattr(block, "attentions", []) or []),
-                                 *enumerate(getattr(block, "resnets", []) or [])]:
-            if up_skipped(block_i, layers - layer_index - 1):
-                chosen.append(mod)
+        layers = len(getattr(block, "resnets", None) or [])
+        chosen.extend(mod for layer_index, mod in _layers(block) if up_skipped(block_i, layers - layer_index - 1))
     return chosen
 
 

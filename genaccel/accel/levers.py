@@ -14,7 +14,7 @@ import torch
 from genaccel.accel.base import Undo, technique
 
 log = logging.getLogger(__name__)
-ALL_FAMILIES = ("sd-unet", "sdxl-unet", "image-dit", "video-dit", "audio-dit", "other")
+ALL_FAMILIES = ("sd-unet", "sdxl-unet", "video-unet", "image-dit", "video-dit", "audio-dit", "other")
 CUDA_ONLY = {"xformers", "flash", "flash_varlen", "sage", "_native_flash", "_native_efficient", "_native_cudnn"}
 BACKENDS = ("native", "_native_math", "flex", *sorted(CUDA_ONLY))
 
