@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     model_cache_size: int = 2
     previews: bool = True
     """Write a few small step previews into each job's metadata (SSE progress events, web UI)."""
+    preview_vaes: dict[str, Path] = Field(default_factory=dict)
+    """A tiny VAE (folder of a diffusers ``AutoencoderTiny``, safetensors) per model name, decoding
+    that model's previews; for models whose folder has no ``preview_vae/`` (hub-cache, built-in)."""
     max_batch: int = 1
     """Outputs one pipeline call may produce for several compatible queued jobs (same model,
     profile, size, steps, guidance); 1 runs jobs one at a time. Each output keeps its own seed."""

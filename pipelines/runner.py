@@ -20,7 +20,7 @@ from pipelines.image import batch_key, generate_batch, generate_images
 from pipelines.loader import CacheKey, ModelCache, load_pipeline, resolve_device, resolve_dtype
 from pipelines.memory import OutOfMemory, free_memory, is_out_of_memory, memory_saving, undo_memory_saving
 from pipelines.prepare import technique_configs, technique_warnings
-from pipelines.previews import preview_data_url
+from pipelines.previews import attach_preview_vae, preview_data_url, preview_vae_folder
 from pipelines.registry import ModelInfo, ModelRegistry, model_card
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class JobRunner:
         # techniques are applied per job and removed after it, so all profiles share one clean pipeline
         key = CacheKey(info.name, str(self.dtype), str(self.device))
         t0 = time.perf_counter()
-        with self.cache.use(key, lambda: load_pipeline(info, self.device, self.dtype)) as pipe:
+        with self.cache.use(key, lambda: self._load(info)) as pipe:
             load_s = round(time.perf_counter() - t0, 4)
             configs = technique_configs(request, info.family)
             techniques = apply_techniques(pipe, configs)
@@ -164,6 +164,14 @@ class JobRunner:
             out[j.id] = self._save(j, images[j.id], info.name, applied, scheduler, timings[j.id])
             timings[j.id]["save_s"] = round(time.perf_counter() - t2, 4)
         return out
+
+    def _load(self, info: ModelInfo) -> Any:
+        """The pipeline, with its tiny VAE for previews when it has one and previews are on."""
+        pipe = load_pipeline(info, self.device, self.dtype)
+        folder = preview_vae_folder(info, self.settings) if self.settings.previews else None
+        if folder is not None:
+            attach_preview_vae(pipe, folder, self.device, self.dtype)
+        return pipe
 
     def _generate(self, pipe: Any, batch: _Batch, techniques: Any) -> dict[str, list[Any]]:
         """Run the batch; on out-of-memory retry once, one job at a time with memory-saving options."""
