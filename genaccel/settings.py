@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     max_batch: int = 1
     """Outputs one pipeline call may produce for several compatible queued jobs (same model,
     profile, size, steps, guidance); 1 runs jobs one at a time. Each output keeps its own seed."""
+    batch_invariant: bool | None = None
+    """Batch-invariant layers (pipelines/invariance.py), so a batched result is bit-identical to
+    the same job run alone; ``None``: on when ``max_batch`` > 1. Checked on CPU float32."""
     model_cache_gb: float | None = None
     """Memory budget of a worker's model cache (least recently used models are evicted above it)."""
     job_timeout_s: float = 3600.0

@@ -17,6 +17,7 @@ from genaccel.settings import Settings
 from genaccel.spec import Artifact, Job, JobError
 from genaccel.store.base import Store
 from pipelines.image import batch_key, generate_batch, generate_images
+from pipelines.invariance import make_batch_invariant
 from pipelines.loader import CacheKey, ModelCache, load_pipeline, resolve_device, resolve_dtype
 from pipelines.memory import OutOfMemory, free_memory, is_out_of_memory, memory_saving, undo_memory_saving
 from pipelines.prepare import technique_configs, technique_warnings
@@ -166,8 +167,12 @@ class JobRunner:
         return out
 
     def _load(self, info: ModelInfo) -> Any:
-        """The pipeline, with its tiny VAE for previews when it has one and previews are on."""
+        """The pipeline, with its tiny VAE for previews when it has one and previews are on, and
+        batch-invariant linear layers when jobs may be batched."""
         pipe = load_pipeline(info, self.device, self.dtype)
+        invariant = self.settings.batch_invariant
+        if invariant or (invariant is None and self.settings.max_batch > 1):
+            make_batch_invariant(pipe)
         folder = preview_vae_folder(info, self.settings) if self.settings.previews else None
         if folder is not None:
             attach_preview_vae(pipe, folder, self.device, self.dtype)

@@ -18,6 +18,15 @@ from genaccel.settings import Settings
 from genaccel.spec import Job, JobRequest
 from pipelines.engine import LocalEngine
 from pipelines.image import batch_key
+from pipelines.invariance import (
+    ROWS_2D,
+    ContiguousGroupNorm,
+    OneDNNConv2d,
+    PerSampleLinear,
+    is_batch_invariant,
+    make_batch_invariant,
+    undo_batch_invariant,
+)
 
 
 def submit_all(settings: Settings, bodies: list[dict[str, Any]], out: Path,
@@ -42,15 +51,51 @@ BODIES = [{"prompt": "a cat", "steps": 3, "seed": 1}, {"prompt": "a dog", "steps
 
 
 def test_compatible_jobs_share_a_call_and_match_unbatched(isolated_home: Path, tmp_path: Path) -> None:
-    batched = submit_all(Settings(home=isolated_home, default_model="tiny-sd", max_batch=4), BODIES, tmp_path / "b")
-    single = submit_all(Settings(home=isolated_home / "s", default_model="tiny-sd"), BODIES, tmp_path / "s")
+    settings = Settings(home=isolated_home, default_model="tiny-sd", max_batch=4)
+    batched = submit_all(settings, BODIES, tmp_path / "b")
+    single = [submit_all(settings, [body], tmp_path / f"s{i}")[0] for i, body in enumerate(BODIES)]  # one at a time
     assert [j.state for j in batched] == ["succeeded"] * 3
     assert [j.metadata["batch_size"] for j in batched] == [3, 3, 3]
     assert [j.metadata["batch_size"] for j in single] == [1, 1, 1]
     for b, s in zip(batched, single, strict=True):
         assert [a.seed for a in b.artifacts] == [a.seed for a in s.artifacts]
         for pb, ps in zip(pixels(b), pixels(s), strict=True):
-            assert np.abs(pb - ps).max() <= 1  # float batching on CPU: at most 1/255 here and there
+            assert np.array_equal(pb, ps)  # batch-invariant linear layers: the same bits
+
+
+def test_per_sample_linear_is_batch_invariant_and_undone(tiny_sd) -> None:  # type: ignore[no-untyped-def]
+    layer = tiny_sd.unet.time_embedding.linear_1
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(8, layer.in_features, generator=gen),  # an embedding: one row per sample
+              torch.randn(8, 5, layer.in_features, generator=gen),
+              torch.randn(8, 2, 3, layer.in_features, generator=gen)]
+    plain = [layer(x) for x in inputs]
+    assert make_batch_invariant(tiny_sd) > 10 and is_batch_invariant(tiny_sd)
+    try:
+        assert isinstance(layer, torch.nn.Linear) and type(layer) is PerSampleLinear
+        for x, expected in zip(inputs, plain, strict=True):
+            out = layer(x)
+            torch.testing.assert_close(out, expected)  # the same layer
+            for k in (1, 2, 3):  # and a sample's result does not depend on its companions
+                assert torch.equal(layer(x[:k]), out[:k])
+        conv, norm = tiny_sd.vae.decoder.conv_in, tiny_sd.vae.decoder.mid_block.resnets[0].norm1
+        assert type(conv) is OneDNNConv2d and type(norm) is ContiguousGroupNorm
+        z = torch.randn(3, conv.in_channels, 8, 8, generator=gen)
+        assert torch.equal(conv(z[:1]), conv(z)[:1])  # PyTorch's own kernel at batch 1 would differ
+        torch.testing.assert_close(conv(z), torch.nn.functional.conv2d(z, conv.weight, conv.bias, padding=1))
+        h = torch.randn(3, norm.num_channels, 8, 8, generator=gen).contiguous(memory_format=torch.channels_last)
+        assert torch.equal(norm(h[:1]), norm(h)[:1])
+        wide = torch.randn(ROWS_2D + 1, layer.in_features, generator=gen)  # tokens flattened: one product
+        torch.testing.assert_close(layer(wide), torch.nn.functional.linear(wide, layer.weight, layer.bias))
+        latents = tiny_sd(["a cat", "a dog", "a cow"], num_inference_steps=2, output_type="latent",
+                          generator=[torch.Generator().manual_seed(s) for s in (1, 2, 3)]).images
+        alone = tiny_sd(["a dog"], num_inference_steps=2, output_type="latent",
+                        generator=[torch.Generator().manual_seed(2)]).images
+        assert torch.equal(latents[1:2], alone)
+    finally:
+        undo_batch_invariant(tiny_sd)
+    assert not is_batch_invariant(tiny_sd) and type(layer) is torch.nn.Linear
+    assert type(tiny_sd.vae.decoder.conv_in) is torch.nn.Conv2d
 
 
 def test_incompatible_jobs_are_not_batched() -> None:
