@@ -11,6 +11,7 @@ import torch
 
 from genaccel.cli import main
 from genaccel.errors import InvalidRequest
+from genaccel.training.distill import DistillConfig, Distiller, block_outputs
 from genaccel.training.prune import disabled, importance, plan, pruned_unet, units
 
 
@@ -52,6 +53,32 @@ def test_pruned_unet_keeps_the_remaining_weights(tiny_sd) -> None:  # type: igno
     with torch.no_grad():
         got = small(x, t, c).sample
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)  # pruning = running without the units
+
+
+def test_recovery_loss_distils_outputs_guidance_and_shared_block_features(tiny_sd) -> None:  # type: ignore[no-untyped-def]
+    teacher = tiny_sd.unet
+    student = pruned_unet(teacher, ["mid_block"])
+    x, t, c = _batches(teacher)[0]
+    with torch.no_grad(), block_outputs(teacher) as feats:
+        teacher(x, t, c)
+    assert sorted(feats) == ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"]
+    assert feats["down_blocks.0"].shape[0] == 2 and not teacher._forward_hooks  # hidden states; hooks gone
+    with torch.no_grad(), block_outputs(student) as feats:
+        student(x, t, c)
+    assert "mid_block" not in feats
+    distiller = Distiller(tiny_sd, DistillConfig(mode="kd", batch=2), student=student)
+    cond = distiller._embed(["a red circle", "a blue square"])
+    empty = distiller._embed([""])[0]
+    loss = distiller.loss(torch.randn(2, 4, 8, 8), cond, (empty.expand_as(cond[0]), None),
+                          torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0
+    assert all(p.grad is not None for p in distiller.student.down_blocks.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in teacher.parameters())  # the teacher stays frozen
+    same = Distiller(tiny_sd, DistillConfig(mode="kd", batch=2), student=pruned_unet(teacher, []))
+    zero = same.loss(torch.randn(2, 4, 8, 8), cond, (empty.expand_as(cond[0]), None), torch.Generator().manual_seed(0))
+    noise_only = zero.item()  # a student equal to the teacher: only the small denoising term is left
+    assert 0 < noise_only < loss.item()
 
 
 def test_plan_refusals(tiny_sd) -> None:  # type: ignore[no-untyped-def]

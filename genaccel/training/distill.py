@@ -8,9 +8,12 @@
 - ``guidance``: guidance distillation (Meng et al. 2023, "On Distillation of Guided Diffusion
   Models", stage one): the student, conditioned on the guidance scale, matches the teacher's
   CFG prediction in one pass; it keeps the teacher's scheduler and step count.
-- ``kd``: output distillation of a given, smaller student (``genaccel prune``'s recovery, as in
-  BK-SDM): the student matches the teacher's noise prediction (plus a small share of the plain
-  denoising loss), guided and unguided.
+- ``kd``: distillation of a given, smaller student (``genaccel prune``'s recovery, as in
+  BK-SDM): output distillation of the unguided and the classifier-free-guided noise prediction
+  (guidance scale drawn per sample, so the text-dependent part of the prediction, which CFG
+  amplifies and a plain output loss barely sees, is learned), feature distillation of every
+  down, mid and up block output the student shares with the teacher (relative MSE), and a small
+  share of the plain denoising loss.
 
 A UNet student takes the guidance scale as a condition (``time_cond_proj_dim``, as LCM-SD).
 A PixArt transformer has no such input, so its student is distilled at one guidance scale, as
@@ -26,7 +29,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -174,6 +178,29 @@ class _PixArtFamily:
                                    transformer=denoiser, scheduler=scheduler)
 
 
+@contextmanager
+def block_outputs(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Collect the hidden-state outputs of ``model``'s ``down_blocks.N`` / ``mid_block`` /
+    ``up_blocks.N`` (a UNet; empty for other denoisers) while the context is open."""
+    found: dict[str, torch.Tensor] = {}
+    handles = []
+    blocks: list[tuple[str, torch.nn.Module]] = []
+    for name, module in model.named_children():
+        if name in ("down_blocks", "up_blocks"):
+            blocks += [(f"{name}.{i}", m) for i, m in enumerate(module.children())]
+        elif name == "mid_block":
+            blocks.append((name, module))
+    for key, block in blocks:
+        def keep(_: Any, __: Any, out: Any, key: str = key) -> None:
+            found[key] = out[0] if isinstance(out, tuple) else out
+        handles.append(block.register_forward_hook(keep))
+    try:
+        yield found
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def teacher_family(teacher: Any) -> _UNetFamily | _PixArtFamily:
     """The distillation adapter for ``teacher``, or a refusal naming what is supported."""
     if getattr(teacher, "unet", None) is not None:
@@ -248,15 +275,7 @@ class Distiller:
         w_emb = guidance_embedding(scale) if self.family.guided and c.mode != "kd" else None
         noise = torch.randn(x0.shape, generator=gen)
         if c.mode == "kd":
-            t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), generator=gen)
-            x = self.noise.add_noise(x0, noise, t)
-            drop = torch.rand(b, generator=gen) < 0.1  # unguided calls matter as much under CFG
-            emb = torch.where(drop[:, None, None], uncond[0], cond[0])
-            mask = None if cond[1] is None or uncond[1] is None else torch.where(drop[:, None], uncond[1], cond[1])
-            pred = self.family.call(self.student, x, t, emb, mask, None)
-            with torch.no_grad():
-                teacher = self.family.call(self.family.denoiser(), x, t, emb, mask, None)
-            return F.mse_loss(pred, teacher) + 0.1 * F.mse_loss(pred, noise)
+            return self._kd_loss(x0, noise, cond, uncond, scale, gen)
         if c.mode == "guidance":
             t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), generator=gen)
             x = self.noise.add_noise(x0, noise, t)
@@ -274,6 +293,26 @@ class Distiller:
             assert self.target is not None
             target = self._consistency(self.target, x_prev, t_prev, *cond, w_emb)
         return (torch.sqrt((online - target) ** 2 + c.huber_c**2) - c.huber_c).mean()
+
+    def _kd_loss(self, x0: torch.Tensor, noise: torch.Tensor, cond: Conditioning, uncond: Conditioning,
+                 scale: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        t = torch.randint(0, self.noise.config.num_train_timesteps, (x0.shape[0],), generator=gen)
+        x = self.noise.add_noise(x0, noise, t)
+        x2, t2 = torch.cat([x, x]), torch.cat([t, t])
+        emb = torch.cat([uncond[0], cond[0]])
+        mask = None if cond[1] is None or uncond[1] is None else torch.cat([uncond[1], cond[1]])
+        with block_outputs(self.student) as student_feats:
+            pred_u, pred_c = self.family.call(self.student, x2, t2, emb, mask, None).chunk(2)
+        with torch.no_grad(), block_outputs(self.family.denoiser()) as teacher_feats:
+            teach_u, teach_c = self.family.call(self.family.denoiser(), x2, t2, emb, mask, None).chunk(2)
+        g = scale.view(-1, 1, 1, 1)
+        guided = F.mse_loss(pred_u + g * (pred_c - pred_u), teach_u + g * (teach_c - teach_u))
+        output = F.mse_loss(pred_u, teach_u) + F.mse_loss(pred_c, teach_c)
+        features = torch.zeros(())
+        for key in sorted(student_feats.keys() & teacher_feats.keys()):  # relative MSE: blocks weigh alike
+            target = teacher_feats[key]
+            features = features + F.mse_loss(student_feats[key], target) / target.square().mean().clamp(min=1e-8)
+        return output + guided + features + 0.1 * F.mse_loss(pred_c, noise)
 
     def train(self, latents: torch.Tensor, captions: list[str], ckpt: Path,
               progress: Progress | None = None) -> list[float]:
