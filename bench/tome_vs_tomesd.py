@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""ToMe / ToDo benchmark: an SD-1.5-size UNet (the real SD 1.5 config, random seeded weights) in a
-StableDiffusionPipeline with a small random text encoder (hidden size 768, one layer) and a small
-random VAE with SD's 8x downsampling, fp32. Rows, side by side in one process: baseline, `tomesd`
-ratio 0.5, our `tome` ratio 0.5, our `todo` factor 2; each with warm-up runs and the median of
-``--repeats`` timed runs (end to end: text encoder, UNet steps, VAE decode). Also the largest
-absolute difference between our ToMe's images and tomesd's (tomesd's generator is forked from the
-global RNG at its first draw, so the global RNG is seeded with our seed before each tomesd run;
-both then draw the same sub-grids) and each row's difference from the baseline.
+"""ToMe / ToDo / DeepCache against the `tomesd` and `deepcache` packages: an SD-1.5-size UNet (the
+real SD 1.5 config, random seeded weights) in a StableDiffusionPipeline with a small random text
+encoder (hidden size 768, one layer) and a small random VAE with SD's 8x downsampling, fp32. Rows,
+side by side in one process: baseline, `tomesd` ratio 0.5, our `tome` ratio 0.5, our `todo`
+factor 2, the `deepcache` package at interval 3 / branch 0, ours at the same settings; each with
+warm-up runs and the median of ``--repeats`` timed runs (end to end: text encoder, UNet steps, VAE
+decode). Also the largest absolute difference between our ToMe's images and tomesd's (tomesd's
+generator is forked from the global RNG at its first draw, so the global RNG is seeded with our
+seed before each tomesd run; both then draw the same sub-grids), between our DeepCache's and the
+package's, and each row's difference from the baseline. ``--rows`` picks a subset.
 
     python bench/tome_vs_tomesd.py --size 256 --steps 10 --repeats 2
     python bench/tome_vs_tomesd.py --size 512 --json bench/results/tome_vs_tomesd-512.json
@@ -34,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from genaccel.accel import apply_techniques  # noqa: E402
+from genaccel.accel.deepcache import DeepCacheConfig  # noqa: E402
 from genaccel.accel.todo import ToDoConfig  # noqa: E402
 from genaccel.accel.tome import ToMeConfig  # noqa: E402
 
@@ -85,8 +88,16 @@ class Row:
 def rows(pipe: Any) -> list[Row]:
     try:
         import tomesd
+        from DeepCache import DeepCacheSDHelper
     except ImportError:
-        raise SystemExit("this benchmark compares with tomesd: pip install tomesd") from None
+        raise SystemExit("this benchmark compares with tomesd and deepcache: pip install tomesd deepcache") from None
+
+    helper = DeepCacheSDHelper(pipe=pipe)
+    helper.set_params(cache_interval=3, cache_branch_id=0)
+
+    def deepcache_before(_: Any) -> None:  # the package keeps its step state between calls: re-enable
+        helper.disable()
+        helper.enable()
 
     def tomesd_before(_: Any) -> None:
         tomesd.remove_patch(pipe)  # a fresh patch forks a fresh generator from the global RNG at its first draw,
@@ -101,12 +112,20 @@ def rows(pipe: Any) -> list[Row]:
         Row("tomesd", lambda: None, tomesd_before, lambda _: tomesd.remove_patch(pipe)),
         ours(ToMeConfig(ratio=0.5, seed=0)),
         ours(ToDoConfig(factor=2)),
+        Row("deepcache (package)", lambda: None, deepcache_before, lambda _: helper.disable()),
+        ours(DeepCacheConfig(interval=3, branch=0)),
     ]
 
 
 def generate(pipe: Any, size: int, steps: int, seed: int) -> np.ndarray:
     return pipe(PROMPT, num_inference_steps=steps, height=size, width=size, output_type="np",
                 generator=torch.Generator().manual_seed(seed)).images
+
+
+def _diff(images: dict[str, np.ndarray], ours: str, theirs: str) -> float | None:
+    if ours not in images or theirs not in images:
+        return None
+    return float(np.abs(images[ours] - images[theirs]).max())
 
 
 def main() -> None:
@@ -117,6 +136,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per row")
     p.add_argument("--seed", type=int, default=0, help="weights and latents seed")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--rows", default="", help="comma-separated row names to run (default: all; baseline always)")
     p.add_argument("--json", type=Path, default=ROOT / "bench/results/tome_vs_tomesd.json")
     args = p.parse_args()
     if args.threads:
@@ -127,7 +147,10 @@ def main() -> None:
     print(f"built in {time.perf_counter() - t0:.1f} s; UNet {params:.0f}M parameters", flush=True)
     results: list[dict[str, Any]] = []
     images: dict[str, np.ndarray] = {}
+    wanted = {name.strip() for name in args.rows.split(",") if name.strip()}
     for row in rows(pipe):
+        if wanted and row.name != "baseline" and row.name not in wanted:
+            continue
         state = row.enable()
         times: list[float] = []
         try:
@@ -153,11 +176,12 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__, "diffusers": importlib.metadata.version("diffusers"),
-        "tomesd": importlib.metadata.version("tomesd"),
+        "tomesd": importlib.metadata.version("tomesd"), "deepcache": importlib.metadata.version("deepcache"),
         "unet": "SD 1.5 config, random weights", "dtype": "float32", "device": "cpu",
         "size": args.size, "steps": args.steps, "guidance_scale": 7.5, "repeats": args.repeats,
         "warmup": args.warmup, "seed": args.seed,
-        "ours_vs_tomesd_max_abs_diff": float(np.abs(images["tome"] - images["tomesd"]).max()),
+        "ours_vs_tomesd_max_abs_diff": _diff(images, "tome", "tomesd"),
+        "ours_vs_deepcache_package_max_abs_diff": _diff(images, "deepcache", "deepcache (package)"),
         "rows": results,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +192,8 @@ def main() -> None:
     for r in results:
         print(f"| {r['row']} | {r['latency_s']:.2f} | {r['speedup']:.2f}x | {r['mean_abs_diff_vs_baseline']:.4f} "
               f"| {r['max_abs_diff_vs_baseline']:.4f} |")
-    print(f"\nmax abs diff, our tome vs tomesd: {record['ours_vs_tomesd_max_abs_diff']:.2e}")
+    print(f"\nmax abs diff, our tome vs tomesd: {record['ours_vs_tomesd_max_abs_diff']}, "
+          f"our deepcache vs the package: {record['ours_vs_deepcache_package_max_abs_diff']}")
     print(f"wrote {args.json}")
 
 

@@ -212,24 +212,27 @@ def bipartite_soft_matching(metric: torch.Tensor, h: int, w: int, sx: int, sy: i
         src_of = src_pos.expand(batch, -1, -1)
         kept_pos = src_of.gather(1, ranked[:, r:])  # (B, Ns - r, 1) positions in N
         moved_pos = src_of.gather(1, ranked[:, :r])  # (B, r, 1)
-        into = best_dst[..., None].gather(1, ranked[:, :r])  # (B, r, 1) index into the destinations
-    kept = tokens - num_dst - r
+        kept = tokens - num_dst - r
+        # rows of the merged tensor: the kept sources, then the destinations
+        take = torch.cat([kept_pos, dst_pos.expand(batch, -1, -1)], dim=1)  # (B, N - r, 1) positions in N
+        into = best_dst[..., None].gather(1, ranked[:, :r]) + kept  # (B, r, 1) row each moved source joins
+        counts = torch.ones(batch, tokens - r, 1, dtype=metric.dtype, device=device)
+        inv_counts = counts.scatter_add_(1, into, torch.ones_like(into, dtype=metric.dtype)).reciprocal_()
+        rows = torch.arange(tokens - r, device=device).view(1, -1, 1).expand(batch, -1, -1)
+        back = torch.empty(batch, tokens, 1, dtype=torch.int64, device=device)  # row of each position
+        back.scatter_(1, take, rows).scatter_(1, moved_pos, into)
 
+    # One gather and one scatter-add to merge, one gather to unmerge (tomesd: four gathers, a
+    # scatter-reduce and a concatenation; an empty tensor, three scatters and a gather): same
+    # values, half the memory traffic, which is most of ToMe's own cost next to the attention.
     def merge(x: torch.Tensor) -> torch.Tensor:
         c = x.shape[-1]
-        unm = x.gather(1, kept_pos.expand(-1, -1, c))
-        moved = x.gather(1, moved_pos.expand(-1, -1, c))
-        dst = x.gather(1, dst_pos.expand(batch, -1, c)).scatter_reduce(1, into.expand(-1, -1, c), moved, "mean")
-        return torch.cat([unm, dst], dim=1)  # (B, N - r, c)
+        out = x.gather(1, take.expand(-1, -1, c))
+        out.scatter_add_(1, into.expand(-1, -1, c), x.gather(1, moved_pos.expand(-1, -1, c)))
+        return out * inv_counts.to(out.dtype)  # (B, N - r, c): means of each destination and its sources
 
     def unmerge(x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[-1]
-        unm, dst = x[:, :kept], x[:, kept:]
-        out = x.new_empty(batch, tokens, c)  # every position is written below
-        out.scatter_(1, dst_pos.expand(batch, -1, c), dst)
-        out.scatter_(1, kept_pos.expand(-1, -1, c), unm)
-        out.scatter_(1, moved_pos.expand(-1, -1, c), dst.gather(1, into.expand(-1, -1, c)))
-        return out  # (B, N, c)
+        return x.gather(1, back.expand(-1, -1, x.shape[-1]))  # (B, N, c)
 
     return merge, unmerge
 
