@@ -2,16 +2,17 @@
 """ToMe / ToDo / DeepCache against the `tomesd` and `deepcache` packages: an SD-1.5-size UNet (the
 real SD 1.5 config, random seeded weights) in a StableDiffusionPipeline with a small random text
 encoder (hidden size 768, one layer) and a small random VAE with SD's 8x downsampling, fp32. Rows,
-side by side in one process: baseline, `tomesd` ratio 0.5, our `tome` ratio 0.5, our `todo`
-factor 2, the `deepcache` package at interval 3 / branch 0, ours at the same settings; each with
-warm-up runs and the median of ``--repeats`` timed runs (end to end: text encoder, UNet steps, VAE
-decode). Also the largest absolute difference between our ToMe's images and tomesd's (tomesd's
-generator is forked from the global RNG at its first draw, so the global RNG is seeded with our
-seed before each tomesd run; both then draw the same sub-grids), between our DeepCache's and the
-package's, and each row's difference from the baseline. ``--rows`` picks a subset.
+side by side in one process: baseline, `tomesd` ratio 0.5, our `tome` ratio 0.5, our `todo` factor
+2, the `deepcache` package at interval 3 / branch 0, ours at the same settings; each with short
+warm-up runs and the median of ``--repeats`` timed runs, the rows interleaved (end to end: text
+encoder, UNet steps, VAE decode). Also the largest absolute difference between our ToMe's images
+and tomesd's (tomesd's generator is forked from the global RNG at its first draw, so the global
+RNG is seeded with our seed before each tomesd run; both then draw the same sub-grids), between
+our DeepCache's and the package's, and each row's difference from the baseline. ``--rows`` picks a
+subset.
 
-    python bench/tome_vs_tomesd.py --size 256 --steps 10 --repeats 2
-    python bench/tome_vs_tomesd.py --size 512 --json bench/results/tome_vs_tomesd-512.json
+    python bench/tome_vs_tomesd.py --size 256 --steps 10 --repeats 3
+    python bench/tome_vs_tomesd.py --size 512 --steps 10 --repeats 2 --json bench/results/tome_vs_tomesd-512.json
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per row (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per row")
+    p.add_argument("--warmup-steps", type=int, default=2, help="steps of each warm-up run")
     p.add_argument("--seed", type=int, default=0, help="weights and latents seed")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--rows", default="", help="comma-separated row names to run (default: all; baseline always)")
@@ -145,28 +147,32 @@ def main() -> None:
     pipe = build_pipeline(args.seed)
     params = sum(x.numel() for x in pipe.unet.parameters()) / 1e6
     print(f"built in {time.perf_counter() - t0:.1f} s; UNet {params:.0f}M parameters", flush=True)
-    results: list[dict[str, Any]] = []
     images: dict[str, np.ndarray] = {}
     wanted = {name.strip() for name in args.rows.split(",") if name.strip()}
-    for row in rows(pipe):
-        if wanted and row.name != "baseline" and row.name not in wanted:
-            continue
+    chosen = [row for row in rows(pipe) if not wanted or row.name == "baseline" or row.name in wanted]
+    times: dict[str, list[float]] = {row.name: [] for row in chosen}
+
+    def timed(row: Row, steps: int) -> tuple[float, np.ndarray]:
         state = row.enable()
-        times: list[float] = []
         try:
-            for i in range(args.warmup + args.repeats):
-                row.before_run(state)
-                t1 = time.perf_counter()
-                out = generate(pipe, args.size, args.steps, args.seed)
-                took = time.perf_counter() - t1
-                print(f"{row.name}: run {i + 1}/{args.warmup + args.repeats} {took:.1f} s", flush=True)
-                if i >= args.warmup:
-                    times.append(took)
+            row.before_run(state)
+            t1 = time.perf_counter()
+            out = generate(pipe, args.size, steps, args.seed)
+            return time.perf_counter() - t1, out
         finally:
             row.disable(state)
-        images[row.name] = out
-        results.append({"row": row.name, "latency_s": round(statistics.median(times), 3),
-                        "latency_s_min": round(min(times), 3), "latency_s_max": round(max(times), 3)})
+
+    for row in chosen:  # warm-up: first-call allocations, tomesd's patch, oneDNN's kernel choice
+        for _ in range(args.warmup):
+            took, _ = timed(row, args.warmup_steps)
+            print(f"{row.name}: warm-up {took:.1f} s", flush=True)
+    for i in range(args.repeats):  # rows interleaved, so a slow spell of the machine hits all of them
+        for row in chosen:
+            took, images[row.name] = timed(row, args.steps)
+            times[row.name].append(took)
+            print(f"{row.name}: run {i + 1}/{args.repeats} {took:.1f} s", flush=True)
+    results = [{"row": name, "latency_s": round(statistics.median(t), 3), "latency_s_min": round(min(t), 3),
+                "latency_s_max": round(max(t), 3)} for name, t in times.items()]
     base = results[0]["latency_s"]
     for r in results:
         diff = np.abs(images[r["row"]] - images["baseline"])
@@ -179,7 +185,7 @@ def main() -> None:
         "tomesd": importlib.metadata.version("tomesd"), "deepcache": importlib.metadata.version("deepcache"),
         "unet": "SD 1.5 config, random weights", "dtype": "float32", "device": "cpu",
         "size": args.size, "steps": args.steps, "guidance_scale": 7.5, "repeats": args.repeats,
-        "warmup": args.warmup, "seed": args.seed,
+        "warmup": args.warmup, "warmup_steps": args.warmup_steps, "interleaved": True, "seed": args.seed,
         "ours_vs_tomesd_max_abs_diff": _diff(images, "tome", "tomesd"),
         "ours_vs_deepcache_package_max_abs_diff": _diff(images, "deepcache", "deepcache (package)"),
         "rows": results,
