@@ -429,7 +429,8 @@ def prune(
     recover_steps: Annotated[int, typer.Option("--recover-steps", help="Distillation steps from the unpruned "
                                                "teacher after pruning (0: none).")] = 0,
     calibration: Annotated[int, typer.Option("--calibration", help="Calibration images for the ranking.")] = 64,
-    batch_size: Annotated[int, typer.Option("--batch", help="Recovery batch size.")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch", help="Recovery batch size (each sample runs with and "
+                                            "without its caption).")] = 8,
     lr: Annotated[float, typer.Option("--lr", help="Recovery learning rate.")] = 1e-4,
     work: Annotated[Path | None, typer.Option("--work", help="Recovery checkpoints (resume by running "
                                               "again).")] = None,
@@ -466,7 +467,7 @@ def prune(
                        batch=batch_size, lr=lr, seed=seed, progress=progress)
     close()
     write_log(out / "train_log.json", started, teacher=info.name, ratio=ratio, removed=chosen.removed,
-              recover_steps=recover_steps)
+              recover_steps=recover_steps, batch=batch_size, lr=lr)
     _out(str(out))
     _err(f"genaccel: removed {', '.join(chosen.removed)} ({chosen.ratio:.1%} of {chosen.params_before:,} UNet "
          f"parameters); render it with: genaccel render PROMPT --model {out}")

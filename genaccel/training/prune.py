@@ -179,7 +179,7 @@ def _add_noise(scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.T
 
 
 def prune(pipe: Any, name: str, out: Path, work: Path, *, ratio: float, calibration: int = 64,
-          recover_steps: int = 0, batch: int = 16, lr: float = 1e-4, seed: int = 0,
+          recover_steps: int = 0, batch: int = 8, lr: float = 1e-4, seed: int = 0,
           progress: Callable[[str], Callable[[int, int, float], None]] | None = None) -> PrunePlan:
     """Rank, remove, optionally recover, and save the pruned pipeline to ``out`` (fp16)."""
     from genaccel.training.distill import DistillConfig, Distiller, reference_latents
