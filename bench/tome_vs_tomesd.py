@@ -96,9 +96,11 @@ def rows(pipe: Any) -> list[Row]:
     helper = DeepCacheSDHelper(pipe=pipe)
     helper.set_params(cache_interval=3, cache_branch_id=0)
 
-    def deepcache_before(_: Any) -> None:  # the package keeps its step state between calls: re-enable
-        helper.disable()
+    def deepcache_enable() -> None:  # enabled per run: the package keeps its step state between calls
         helper.enable()
+
+    def deepcache_disable(_: Any) -> None:
+        helper.disable()
 
     def tomesd_before(_: Any) -> None:
         tomesd.remove_patch(pipe)  # a fresh patch forks a fresh generator from the global RNG at its first draw,
@@ -113,7 +115,7 @@ def rows(pipe: Any) -> list[Row]:
         Row("tomesd", lambda: None, tomesd_before, lambda _: tomesd.remove_patch(pipe)),
         ours(ToMeConfig(ratio=0.5, seed=0)),
         ours(ToDoConfig(factor=2)),
-        Row("deepcache (package)", lambda: None, deepcache_before, lambda _: helper.disable()),
+        Row("deepcache (package)", deepcache_enable, lambda _: None, deepcache_disable),
         ours(DeepCacheConfig(interval=3, branch=0)),
     ]
 

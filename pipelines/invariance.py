@@ -11,8 +11,10 @@ be, takes a kernel whose result depends on the batch: it is made contiguous firs
 PyTorch runs some float32 CPU convolutions with its own kernels instead of oneDNN's, chosen by
 batch size, kernel size and thread count (a batch-1 3x3 convolution of a small input, a 1x1
 convolution of fewer than 16 samples on one thread), while oneDNN's result per sample does not
-depend on the batch (checked at batches 1-8, 1 and 2 threads). So with batching on, every float32
-convolution on the CPU calls oneDNN itself (``torch.mkldnn_convolution``), and
+depend on the batch (checked at batches 1-8, 1 and 2 threads) as long as the input's memory
+format does not (PyTorch propagates channels-last strides differently for a single sample). So
+with batching on, every float32 convolution on the CPU calls oneDNN itself
+(``torch.mkldnn_convolution``) on an input in the layer's own memory format, and
 every ``nn.Linear`` of the pipeline multiplies one sample at a time: one batched matrix product
 (``baddbmm``, the weight broadcast over the batch) whose matrices are the samples of a 3-D or
 higher input, or the rows of a 2-D input of at most ``ROWS_2D`` rows (time and condition
@@ -64,11 +66,19 @@ class OneDNNConv2d(torch.nn.Conv2d):
                 or isinstance(self.padding, str) or not torch.backends.mkldnn.is_available()
                 or not torch.backends.mkldnn.enabled):
             return super()._conv_forward(input, weight, bias)
+        # the memory format is the layer's choice (the channels_last lever), not the batch's: PyTorch
+        # propagates formats differently for one sample, and oneDNN's kernel depends on the format
+        layout = torch.channels_last if _channels_last(weight) else torch.contiguous_format
+        input = input.contiguous(memory_format=layout)
         padding = self.padding
         if self.padding_mode != "zeros":
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = (0, 0)
         return torch.mkldnn_convolution(input, weight, bias, padding, self.stride, self.dilation, self.groups)
+
+
+def _channels_last(weight: torch.Tensor) -> bool:
+    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
 class ContiguousGroupNorm(torch.nn.GroupNorm):

@@ -82,6 +82,8 @@ def test_per_sample_linear_is_batch_invariant_and_undone(tiny_sd) -> None:  # ty
         assert type(conv) is OneDNNConv2d and type(norm) is ContiguousGroupNorm
         z = torch.randn(3, conv.in_channels, 8, 8, generator=gen)
         assert torch.equal(conv(z[:1]), conv(z)[:1])  # PyTorch's own kernel at batch 1 would differ
+        strided = z.contiguous(memory_format=torch.channels_last)  # as an attention block can leave it
+        assert torch.equal(conv(strided[:1]), conv(z)[:1]) and torch.equal(conv(strided), conv(z))
         torch.testing.assert_close(conv(z), torch.nn.functional.conv2d(z, conv.weight, conv.bias, padding=1))
         h = torch.randn(3, norm.num_channels, 8, 8, generator=gen).contiguous(memory_format=torch.channels_last)
         assert torch.equal(norm(h[:1]), norm(h)[:1])
