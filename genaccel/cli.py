@@ -435,6 +435,9 @@ def prune(
     work: Annotated[Path | None, typer.Option("--work", help="Recovery checkpoints (resume by running "
                                               "again).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    remove: Annotated[str | None, typer.Option("--remove", help="Remove exactly these units instead of the "
+                                               "ranking's choice (comma-separated, e.g. mid_block,"
+                                               "up_blocks.2.attentions); --ratio is then ignored.")] = None,
 ) -> None:
     """Remove the UNet blocks that change the output least (LD-Pruner ranking) down to a ratio,
     optionally recover by distillation, and save a smaller model that loads by name."""
@@ -464,10 +467,11 @@ def prune(
     started = _time.time()
     progress, close = training_progress()
     chosen = run_prune(pipe, info.name, out, work, ratio=ratio, calibration=calibration, recover_steps=recover_steps,
-                       batch=batch_size, lr=lr, seed=seed, progress=progress)
+                       batch=batch_size, lr=lr, seed=seed, progress=progress,
+                       remove=[u.strip() for u in remove.split(",") if u.strip()] if remove else None)
     close()
     write_log(out / "train_log.json", started, teacher=info.name, ratio=ratio, removed=chosen.removed,
-              recover_steps=recover_steps, batch=batch_size, lr=lr)
+              recover_steps=recover_steps, batch=batch_size, lr=lr, remove_given=bool(remove))
     _out(str(out))
     _err(f"genaccel: removed {', '.join(chosen.removed)} ({chosen.ratio:.1%} of {chosen.params_before:,} UNet "
          f"parameters); render it with: genaccel render PROMPT --model {out}")

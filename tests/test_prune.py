@@ -12,7 +12,7 @@ import torch
 from genaccel.cli import main
 from genaccel.errors import InvalidRequest
 from genaccel.training.distill import DistillConfig, Distiller, block_outputs
-from genaccel.training.prune import disabled, importance, plan, pruned_unet, units
+from genaccel.training.prune import chosen_plan, disabled, importance, plan, pruned_unet, units
 
 
 def _batches(unet) -> list:  # type: ignore[no-untyped-def]
@@ -83,6 +83,11 @@ def test_recovery_loss_distils_outputs_guidance_and_shared_block_features(tiny_s
 
 def test_plan_refusals(tiny_sd) -> None:  # type: ignore[no-untyped-def]
     scores = {u.name: 1.0 for u in units(tiny_sd.unet)}
+    mine = chosen_plan(tiny_sd.unet, scores, ["up_blocks.0.attentions"])  # a user's choice, not the ranking's
+    assert mine.removed == ["up_blocks.0.attentions"] and 0 < mine.ratio < 1
+    for bad in (["mid_block", "mid_block"], ["down_blocks.9.attentions"], []):
+        with pytest.raises(InvalidRequest, match="must name distinct removable units of this UNet: mid_block"):
+            chosen_plan(tiny_sd.unet, scores, bad)
     with pytest.raises(InvalidRequest, match="needs more than the removable units hold"):
         plan(tiny_sd.unet, scores, 0.9)
     with pytest.raises(InvalidRequest, match="must be between 0 and 1"):

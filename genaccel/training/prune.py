@@ -178,10 +178,24 @@ def _add_noise(scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.T
     return DDPMScheduler.from_config(scheduler.config).add_noise(x0, noise, t)
 
 
+def chosen_plan(unet: Any, scores: dict[str, float], names: list[str]) -> PrunePlan:
+    """The plan that removes exactly ``names`` (a user's choice instead of the ranking)."""
+    sizes = {u.name: u.params for u in units(unet)}
+    unknown = [n for n in names if n not in sizes]
+    if unknown or not names or len(set(names)) != len(names):
+        raise InvalidRequest("remove", ",".join(names), f"must name distinct removable units of this UNet: "
+                             f"{', '.join(sizes)}", "pick from those names, comma-separated")
+    total = _count(unet)
+    gone = sum(sizes[n] for n in names)
+    return PrunePlan(gone / total, list(names), scores, total, total - gone)
+
+
 def prune(pipe: Any, name: str, out: Path, work: Path, *, ratio: float, calibration: int = 64,
           recover_steps: int = 0, batch: int = 8, lr: float = 1e-4, seed: int = 0,
+          remove: list[str] | None = None,
           progress: Callable[[str], Callable[[int, int, float], None]] | None = None) -> PrunePlan:
-    """Rank, remove, optionally recover, and save the pruned pipeline to ``out`` (fp16)."""
+    """Rank, remove (the least important units down to ``ratio``, or exactly ``remove``),
+    optionally recover, and save the pruned pipeline to ``out`` (fp16)."""
     from genaccel.training.distill import DistillConfig, Distiller, reference_latents
 
     unet = getattr(pipe, "unet", None)
@@ -193,7 +207,7 @@ def prune(pipe: Any, name: str, out: Path, work: Path, *, ratio: float, calibrat
     bar = progress("calibrate") if progress else None
     scores = importance(unet, calibration_batches(pipe, calibration, seed + 11),
                         (lambda n, total: bar(n, total, 0.0)) if bar else None)
-    chosen = plan(unet, scores, ratio)
+    chosen = chosen_plan(unet, scores, remove) if remove else plan(unet, scores, ratio)
     log.info("removing %s (%.1f%% of %d parameters)", chosen.removed, 100 * chosen.ratio, chosen.params_before)
     student = pruned_unet(unet, chosen.removed).float()
     losses: list[float] = []
