@@ -1,6 +1,7 @@
 """``genaccel prune``: structural pruning of an SD-architecture UNet, ranked by a calibration pass
 in latent space (LD-Pruner, Castells et al. 2024), then optional recovery by distillation from the
-unpruned teacher (BK-SDM, Kim et al. 2023: output distillation plus the denoising loss).
+unpruned teacher (BK-SDM, Kim et al. 2023: output and feature distillation plus the denoising
+loss; here the output loss also covers the classifier-free-guided prediction, see distill.py).
 
 Units are the parts a ``UNet2DConditionModel`` config can drop, so the pruned model is an
 ordinary diffusers pipeline that loads anywhere: the mid block (``mid_block_type=None``) and the
