@@ -97,27 +97,27 @@ def _components(pipe: Any) -> list[torch.nn.Module]:
     return [m for m in parts.values() if isinstance(m, torch.nn.Module)]
 
 
-def make_batch_invariant(pipe: Any) -> int:
-    """Make every ``nn.Linear``, ``nn.Conv2d`` and ``nn.GroupNorm`` of ``pipe``'s modules
-    batch-invariant; returns how many."""
+def _swap(pipe: Any, classes: dict[type[torch.nn.Module], type[torch.nn.Module]]) -> int:
+    """Give every module of ``pipe`` whose exact class is a key of ``classes`` the mapped class."""
     count = 0
     for component in _components(pipe):
         for module in component.modules():
-            swap = SWAPS.get(type(module))
-            if swap is not None:
-                module.__class__ = swap
+            new = classes.get(type(module))
+            if new is not None:
+                module.__class__ = new
                 count += 1
     return count
 
 
+def make_batch_invariant(pipe: Any) -> int:
+    """Make every ``nn.Linear``, ``nn.Conv2d`` and ``nn.GroupNorm`` of ``pipe``'s modules
+    batch-invariant; returns how many."""
+    return _swap(pipe, SWAPS)
+
+
 def undo_batch_invariant(pipe: Any) -> None:
     """Give every swapped layer its plain class back."""
-    plain = {swap: base for base, swap in SWAPS.items()}
-    for component in _components(pipe):
-        for module in component.modules():
-            base = plain.get(type(module))
-            if base is not None:
-                module.__class__ = base
+    _swap(pipe, {swap: base for base, swap in SWAPS.items()})
 
 
 def is_batch_invariant(pipe: Any) -> bool:

@@ -168,7 +168,7 @@ class JobRunner:
 
     def _load(self, info: ModelInfo) -> Any:
         """The pipeline, with its tiny VAE for previews when it has one and previews are on, and
-        batch-invariant linear layers when jobs may be batched."""
+        batch-invariant layers when jobs may be batched."""
         pipe = load_pipeline(info, self.device, self.dtype)
         invariant = self.settings.batch_invariant
         if invariant or (invariant is None and self.settings.max_batch > 1):
