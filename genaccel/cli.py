@@ -72,6 +72,10 @@ Modality = Annotated[str | None, typer.Option("--modality", help="image | video 
 Frames = Annotated[int | None, typer.Option("--frames", help="Video frames.")]
 Fps = Annotated[float | None, typer.Option("--fps", help="Video frames per second.")]
 Duration = Annotated[float | None, typer.Option("--duration", help="Audio length in seconds.")]
+Voice = Annotated[str | None, typer.Option("--voice", help="Speech voice (see `genaccel models`).")]
+Speed = Annotated[float | None, typer.Option("--speed", help="Speech rate, 1 = the voice's own.")]
+Format = Annotated[str | None, typer.Option("--format", help="Output file format: png; mp4, webm, gif; "
+                                            "wav, flac, mp3, ogg (the model's default when omitted).")]
 Priority = Annotated[int | None, typer.Option("--priority", help="0..9, higher runs sooner.")]
 Technique = Annotated[list[str] | None, typer.Option("--technique", "-t", help="NAME or NAME:key=value,... "
                                                      "(repeatable), e.g. deepcache:interval=3")]
@@ -101,10 +105,12 @@ def render(
     modality: Modality = None, model: Model = None, profile: Profile = None, steps: Steps = None,
     guidance: Guidance = None, seed: Seed = None, width: Width = None, height: Height = None,
     negative: Negative = None, num_outputs: NumOutputs = None, frames: Frames = None, fps: Fps = None,
-    duration: Duration = None, priority: Priority = None, technique: Technique = None,
+    duration: Duration = None, voice: Voice = None, speed: Speed = None, output_format: Format = None,
+    priority: Priority = None, technique: Technique = None,
     init: Annotated[Path | None, typer.Option("--init", help="Init image for image-to-image.")] = None,
     strength: Annotated[float | None, typer.Option("--strength", help="img2img strength (0..1].")] = None,
-    from_file: Annotated[Path | None, typer.Option("--from", help="Re-run the request stored in a PNG.")] = None,
+    from_file: Annotated[Path | None, typer.Option("--from", help="Re-run the request stored in an artifact (PNG, "
+                                                   "MP4, WAV, FLAC... or its JSON sidecar).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("outputs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished job as JSON.")] = False,
 ) -> None:
@@ -113,7 +119,8 @@ def render(
 
     options = _flat(modality=modality, model=model, profile=profile, steps=steps, guidance=guidance, seed=seed,
                     width=width, height=height, negative=negative, num_outputs=num_outputs, frames=frames, fps=fps,
-                    duration=duration, priority=priority, init=str(init) if init else None, strength=strength,
+                    duration=duration, voice=voice, speed=speed, output_format=output_format, priority=priority,
+                    init=str(init) if init else None, strength=strength,
                     techniques=[parse_technique_option(t) for t in technique] if technique else None)
     if from_file is not None:
         from genaccel.artifacts import request_from_artifact
@@ -121,7 +128,7 @@ def render(
         base = request_from_artifact(from_file).flat()
         request = JobRequest.from_flat({**base, **options, **({"prompt": prompt} if prompt else {})})
     elif prompt is None:
-        raise GenAccelError("prompt is missing; fix: pass a PROMPT argument or --from FILE.png")
+        raise GenAccelError("prompt is missing; fix: pass a PROMPT argument or --from FILE (a genaccel artifact)")
     else:
         request = JobRequest.from_flat({"prompt": prompt, **options})
     settings = Settings()
@@ -168,14 +175,16 @@ def batch(
     resume: Annotated[bool, typer.Option("--resume", help="Skip lines already done in --out.")] = False,
     modality: Modality = None, model: Model = None, profile: Profile = None, steps: Steps = None,
     guidance: Guidance = None, seed: Seed = None, width: Width = None, height: Height = None,
-    negative: Negative = None, num_outputs: NumOutputs = None, priority: Priority = None,
-    technique: Technique = None,
+    negative: Negative = None, num_outputs: NumOutputs = None, frames: Frames = None, fps: Fps = None,
+    duration: Duration = None, voice: Voice = None, speed: Speed = None, output_format: Format = None,
+    priority: Priority = None, technique: Technique = None,
 ) -> None:
     """Render every line of FILE; command-line options are defaults for keys a line leaves out."""
     from genaccel.batch import run_batch
 
     defaults = _flat(modality=modality, model=model, profile=profile, steps=steps, guidance=guidance, seed=seed,
-                     width=width, height=height, negative=negative, num_outputs=num_outputs, priority=priority,
+                     width=width, height=height, negative=negative, num_outputs=num_outputs, frames=frames, fps=fps,
+                     duration=duration, voice=voice, speed=speed, output_format=output_format, priority=priority,
                      techniques=[parse_technique_option(t) for t in technique] if technique else None)
     settings = Settings()
     tty = sys.stderr.isatty()

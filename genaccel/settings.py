@@ -24,6 +24,8 @@ class Limits(BaseModel, frozen=True):
     frames_max: int = 257
     fps_max: float = 120.0
     duration_max_s: float = 600.0
+    speed_min: float = 0.25
+    speed_max: float = 4.0
     init_image_max_bytes: int = 20 * 1024 * 1024
 
 
@@ -89,6 +91,9 @@ class Settings(BaseSettings):
     """Allow webhook URLs that resolve to private, loopback or link-local addresses."""
     redis_prefix: str = "genaccel"
     """Key prefix of the Redis job store (several deployments can share one Redis)."""
+    plugins: list[str] = Field(default_factory=list)
+    """Python modules imported when a registry is built: each may register modality adapters and
+    models (see ``pipelines/modality.py``), so a deployment adds a modality without editing genaccel."""
 
     @property
     def database(self) -> Path:

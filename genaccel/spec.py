@@ -23,6 +23,8 @@ Modality = Literal["image", "video", "speech", "music"]
 MODALITIES: tuple[str, ...] = ("image", "video", "speech", "music")
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+OUTPUT_FORMATS: tuple[str, ...] = ("png", "mp4", "webm", "gif", "wav", "flac", "mp3", "ogg")
+"""Every file format an artifact writer produces; each modality's adapter names the ones it offers."""
 
 # Flat request keys (batch lines, CSV columns, REST bodies) that differ from the field names.
 FLAT_ALIASES: dict[str, str] = {
@@ -31,11 +33,13 @@ FLAT_ALIASES: dict[str, str] = {
     "frames": "num_frames",
     "duration": "duration_s",
     "init": "init_image",
+    "text": "prompt",
+    "format": "output_format",
 }
 TOP_LEVEL_FIELDS = ("modality", "prompt", "negative_prompt", "model", "profile", "techniques", "priority")
 PARAM_FIELDS = (
     "steps", "guidance_scale", "seed", "width", "height", "num_outputs",
-    "init_image", "strength", "num_frames", "fps", "duration_s",
+    "init_image", "strength", "num_frames", "fps", "duration_s", "voice", "speed", "output_format",
 )
 # Fields that only make sense for some modalities.
 MODALITY_ONLY: dict[str, tuple[str, ...]] = {
@@ -44,6 +48,8 @@ MODALITY_ONLY: dict[str, tuple[str, ...]] = {
     "duration_s": ("speech", "music"),
     "init_image": ("image", "video"),
     "strength": ("image", "video"),
+    "voice": ("speech",),
+    "speed": ("speech",),
 }
 
 
@@ -71,6 +77,12 @@ class GenParams(BaseModel):
     num_frames: int | None = None
     fps: float | None = None
     duration_s: float | None = None
+    voice: str | None = None
+    """A voice the speech model offers (see ``genaccel models``)."""
+    speed: float | None = None
+    """Speaking rate for speech, 1 = the voice's own."""
+    output_format: str | None = None
+    """File format of the outputs (png; mp4, webm, gif; wav, flac, mp3, ogg): the model's default when unset."""
 
 
 class JobRequest(BaseModel):
@@ -209,6 +221,14 @@ def validate_request(req: JobRequest, limits: Limits) -> None:
     if p.duration_s is not None and not 0 < p.duration_s <= limits.duration_max_s:
         raise InvalidRequest("duration_s", p.duration_s, f"must be in (0, {limits.duration_max_s:g}] seconds",
                              "pass --duration such as 5")
+    if p.speed is not None:
+        _check_range("speed", p.speed, limits.speed_min, limits.speed_max,
+                     f"pass --speed between {limits.speed_min:g} and {limits.speed_max:g} (1 is the voice's own)")
+    if p.voice is not None and not 1 <= len(p.voice) <= 64:
+        raise InvalidRequest("voice", p.voice, "must have 1..64 characters", "pass a voice the model offers")
+    if p.output_format is not None and p.output_format.lower() not in OUTPUT_FORMATS:
+        raise InvalidRequest("output_format", p.output_format, "is not a format genaccel writes",
+                             f"use one of: {', '.join(OUTPUT_FORMATS)}")
 
 
 def _check_init_image(path_text: str, limits: Limits) -> None:
@@ -240,6 +260,9 @@ class Progress(BaseModel):
 
 
 class Artifact(BaseModel):
+    """One output file. ``sidecar`` names the JSON file beside it that holds the whole request
+    and generation metadata (every format has one, whether or not it can embed them)."""
+
     name: str
     path: str
     media_type: str
@@ -247,6 +270,12 @@ class Artifact(BaseModel):
     width: int | None = None
     height: int | None = None
     bytes: int = 0
+    duration_s: float | None = None
+    frames: int | None = None
+    fps: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    sidecar: str | None = None
 
 
 class JobError(BaseModel):

@@ -5,17 +5,28 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from PIL import Image
 
 from genaccel.accel.base import call_wrappers
+from genaccel.errors import InvalidRequest
+from genaccel.settings import Settings
 from genaccel.spec import JobRequest
+from pipelines.modality import (
+    ImageOutput,
+    LatentsCallback,
+    Output,
+    RunHooks,
+    StepCallback,
+    check_format,
+    register_adapter,
+)
 
-StepCallback = Callable[[int, int], None]
-LatentsCallback = Callable[[int, int, Any], None]
-"""``(step, total, latents)`` after a step, where the pipeline exposes its latents (previews)."""
+if TYPE_CHECKING:
+    from pipelines.registry import ModelInfo
 
 
 def supports_img2img(pipeline_class: str) -> bool:
@@ -146,3 +157,53 @@ def _call(pipe: Any, request: JobRequest, on_step: StepCallback, prompts: list[s
     for wrap in call_wrappers(pipe):  # techniques that change the call itself (shallow_start)
         call = wrap(call)
     return list(call(**kwargs).images)
+
+
+class ImageAdapter:
+    """Text-to-image and image-to-image on any diffusers image pipeline."""
+
+    name: ClassVar[str] = "image"
+    modality: ClassVar[str] = "image"
+    formats: ClassVar[tuple[str, ...]] = ("png",)
+    fields: ClassVar[tuple[str, ...]] = ("negative_prompt", "width", "height", "init_image", "strength")
+
+    def prepare(self, request: JobRequest, info: ModelInfo, settings: Settings) -> dict[str, Any]:
+        p, d, limits = request.params, info.defaults, settings.limits
+        if p.init_image is not None and not supports_img2img(info.pipeline_class):
+            raise InvalidRequest("init_image", p.init_image, f"model {info.name} ({info.pipeline_class}) has no "
+                                 "image-to-image variant",
+                                 "drop --init, or use a Stable Diffusion, SDXL, SD3 or Flux model")
+        width, height = p.width or d.width, p.height or d.height
+        megapixels = width * height / 1e6
+        if megapixels > limits.max_megapixels:
+            raise InvalidRequest("width*height", f"{width}x{height}", f"must be at most {limits.max_megapixels} "
+                                 "megapixels", "lower --width or --height")
+        return {
+            "width": width, "height": height,
+            "init_image": str(Path(p.init_image).expanduser().resolve()) if p.init_image else None,
+            "strength": p.strength if p.strength is not None or p.init_image is None else 0.6,
+            "output_format": check_format(request, self, d.output_format),
+        }
+
+    def batch_key(self, request: JobRequest) -> tuple[Any, ...] | None:
+        return batch_key(request)
+
+    def generate(self, pipe: Any, requests: list[JobRequest], hooks: RunHooks) -> list[list[Output]]:
+        if len(requests) == 1:
+            images = [generate_images(pipe, requests[0], hooks.on_step, on_latents=hooks.on_latents)]
+        else:
+            images = generate_batch(pipe, requests, hooks.on_step, on_latents=hooks.on_latents)
+        return [[ImageOutput(image) for image in group] for group in images]
+
+    def serves(self, pipeline_class: str) -> bool:
+        from pipelines.registry import text_to_image_classes
+
+        return pipeline_class in text_to_image_classes()
+
+    def preview(self, pipe: Any, latents: Any, row: int) -> str | None:
+        from pipelines.previews import preview_data_url
+
+        return preview_data_url(pipe, latents, row)
+
+
+register_adapter(ImageAdapter())

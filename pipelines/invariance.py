@@ -15,12 +15,16 @@ depend on the batch (checked at batches 1-8, 1 and 2 threads) as long as the inp
 format does not (PyTorch propagates channels-last strides differently for a single sample). So
 with batching on, every float32 convolution on the CPU calls oneDNN itself
 (``torch.mkldnn_convolution``) on an input in the layer's own memory format, and
-every ``nn.Linear`` of the pipeline multiplies one sample at a time: one batched matrix product
-(``baddbmm``, the weight broadcast over the batch) whose matrices are the samples of a 3-D or
-higher input, or the rows of a 2-D input of at most ``ROWS_2D`` rows (time and condition
-embeddings). Each matrix then has the same shape whether the job ran alone or with others, and
-the same bits come out (checked against single products and plain ``F.linear`` of one sample;
-about as fast as one large product, unlike a Python loop over samples). Larger 2-D inputs
+every ``nn.Linear`` of the pipeline multiplies one sample at a time: one ``addmm`` per sample of
+a 3-D or higher input, or per row of a 2-D input of at most ``ROWS_2D`` rows (time and condition
+embeddings). Each product then has the same shape, and goes to the same BLAS kernel, whether the
+job ran alone or with others. A batched product (``baddbmm`` over the samples) is not enough:
+MKL 2024.2 on an AMD EPYC (Zen 3) runs a batch of one as a plain matrix product, whose bits
+differ from the same sample inside a batch of eight (for 5 or 6 tokens a sample), while one
+product per sample is identical on every CPU we ran (AMD EPYC Zen 3; Intel Xeon before), and
+costs about as much as one large product for the batch sizes a worker uses (1-8).
+``self_check()`` probes this on the machine it runs on; a worker that finds it broken says so and
+stops claiming bit-identical batches. Larger 2-D inputs
 (rare: a model that flattens batch and tokens itself) keep one product, so such a model is not
 covered.
 
@@ -50,11 +54,12 @@ class PerSampleLinear(torch.nn.Linear):
         if x.ndim < 2 or (x.ndim == 2 and x.shape[0] > ROWS_2D):
             return F.linear(x, self.weight, self.bias)
         samples = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, M, in): one matrix per sample or row
-        weight = self.weight.t().unsqueeze(0).expand(samples.shape[0], -1, -1)
+        weight = self.weight.t()
+        # the same (M, in) x (in, out) product for a sample whatever its batch: (B, M, out)
         if self.bias is None:
-            out = torch.bmm(samples, weight)
+            out = torch.stack([torch.mm(sample, weight) for sample in samples])
         else:
-            out = torch.baddbmm(self.bias.view(1, 1, -1), samples, weight)
+            out = torch.stack([torch.addmm(self.bias, sample, weight) for sample in samples])
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
@@ -118,6 +123,35 @@ def make_batch_invariant(pipe: Any) -> int:
 def undo_batch_invariant(pipe: Any) -> None:
     """Give every swapped layer its plain class back."""
     _swap(pipe, {swap: base for base, swap in SWAPS.items()})
+
+
+def self_check(seed: int = 0) -> list[str]:
+    """Probe, on this CPU, that each swapped layer gives a sample the same bits alone as in a
+    batch of up to 8; returns the layers that do not (empty when batching is bit-identical here).
+    A few milliseconds; a batching worker runs it once when it starts."""
+    gen = torch.Generator().manual_seed(seed)
+    failed = []
+    with torch.no_grad():
+        linear: torch.nn.Module = torch.nn.Linear(32, 48)
+        conv: torch.nn.Module = torch.nn.Conv2d(8, 8, 3, padding=1)
+        conv1: torch.nn.Module = torch.nn.Conv2d(8, 16, 1)
+        norm: torch.nn.Module = torch.nn.GroupNorm(4, 8)
+        for module in (linear, conv, conv1, norm):
+            for p in module.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen))
+            module.__class__ = SWAPS[type(module)]
+        probes: list[tuple[str, torch.nn.Module, torch.Tensor]] = [
+            *[("linear", linear, torch.randn(8, *tokens, 32, generator=gen))
+              for tokens in ((), (1,), (5,), (6,), (77,))],
+            ("conv3x3", conv, torch.randn(8, 8, 8, 8, generator=gen)),
+            ("conv1x1", conv1, torch.randn(8, 8, 8, 8, generator=gen)),
+            ("group_norm", norm, torch.randn(8, 8, 8, 8, generator=gen).contiguous(memory_format=torch.channels_last)),
+        ]
+        for name, module, x in probes:
+            full = module(x)
+            if not all(torch.equal(module(x[:k]), full[:k]) for k in (1, 2, 3, 5)) and name not in failed:
+                failed.append(name)
+    return failed
 
 
 def is_batch_invariant(pipe: Any) -> bool:

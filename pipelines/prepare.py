@@ -17,25 +17,25 @@ from genaccel.errors import InvalidRequest, UnknownProfile, UnsupportedModality
 from genaccel.profiles import PROFILES
 from genaccel.settings import Settings
 from genaccel.spec import GenParams, JobRequest, new_seed, validate_request
-from pipelines.image import supports_img2img
+from pipelines.modality import ModalityAdapter, adapter_for, served_modalities
 from pipelines.registry import ModelInfo, ModelRegistry
-
-SERVED_MODALITIES = ("image",)
 
 
 def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Settings) -> tuple[JobRequest, ModelInfo]:
     """Validate ``request`` and fill in every default. Raises a ``GenAccelError`` subclass."""
     validate_request(request, settings.limits)
-    if request.model is None and request.modality not in SERVED_MODALITIES:
+    served = served_modalities()
+    if request.model is None and request.modality not in served:
         raise UnsupportedModality(
             "modality", request.modality, f"no {request.modality} pipeline is available in this version",
-            f"use --modality {' or '.join(SERVED_MODALITIES)}",
+            f"use --modality {' or '.join(served)}",
         )
     info = registry.resolve(request.model or registry.default_model(request.modality))
     if info.modality != request.modality:
         raise InvalidRequest("model", info.name, f"serves {info.modality}, not {request.modality}",
                              f"pick a {request.modality} model (see `genaccel models`) "
                              f"or pass --modality {info.modality}")
+    adapter = adapter_for(info)
     if request.profile not in PROFILES:
         raise UnknownProfile("profile", request.profile, "no such profile",
                              f"use one of: {', '.join(PROFILES)} (see `genaccel profiles`)")
@@ -49,30 +49,32 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
                                  f"run `genaccel calibrate --model {info.name}` once, or use fbcache or taylorseer")
     p = request.params
     recipe = PROFILES[request.profile].recipe(info.family)
-    if p.init_image is not None and not supports_img2img(info.pipeline_class):
-        raise InvalidRequest("init_image", p.init_image, f"model {info.name} ({info.pipeline_class}) has no "
-                             "image-to-image variant",
-                             "drop --init, or use a Stable Diffusion, SDXL, SD3 or Flux model")
     d = info.defaults
-    width, height = p.width or d.width, p.height or d.height
-    megapixels = width * height / 1e6
-    if megapixels > settings.limits.max_megapixels:
-        raise InvalidRequest("width*height", f"{width}x{height}", f"must be at most {settings.limits.max_megapixels} "
-                             "megapixels", "lower --width or --height")
     guidance = p.guidance_scale if p.guidance_scale is not None else d.guidance_scale
     if guidance <= 1 and any(s.name == "fastercache" for s in [*recipe.techniques, *request.techniques]):
         raise InvalidRequest("techniques", "fastercache", f"needs classifier-free guidance and guidance_scale="
                              f"{guidance:g} runs none", "use fbcache or taylorseer, or pass --guidance above 1")
+    for name in adapter_fields_unused(adapter, request):
+        raise InvalidRequest(name, getattr(p, name), f"does not apply to {info.name} ({info.modality})",
+                             f"drop {name}")
     params = GenParams(**{
         **p.model_dump(),
         "steps": p.steps if p.steps is not None else recipe.steps or d.steps,
-        "guidance_scale": p.guidance_scale if p.guidance_scale is not None else d.guidance_scale,
-        "width": width, "height": height,
+        "guidance_scale": guidance,
         "seed": p.seed if p.seed is not None else new_seed(),
-        "init_image": str(_absolute(p.init_image)) if p.init_image else None,
-        "strength": p.strength if p.strength is not None or p.init_image is None else 0.6,
+        **adapter.prepare(request, info, settings),
     })
     return request.model_copy(update={"model": info.name, "params": params}), info
+
+
+COMMON_FIELDS = frozenset({"steps", "guidance_scale", "seed", "num_outputs", "output_format"})
+
+
+def adapter_fields_unused(adapter: ModalityAdapter, request: JobRequest) -> list[str]:
+    """Parameters the request sets that ``adapter`` would silently ignore."""
+    honoured = COMMON_FIELDS | set(adapter.fields)
+    return [name for name, value in request.params.model_dump(exclude_none=True).items()
+            if name not in honoured and not (name == "num_outputs" and value == 1)]
 
 
 def technique_configs(request: JobRequest, family: str) -> list[Any]:
@@ -97,9 +99,3 @@ def technique_warnings(request: JobRequest, configs: list[Any]) -> list[str]:
         return [f"{', '.join(cached)} at {steps} steps saves little and costs quality: caching reuses work "
                 "between neighbouring steps, and few-step sampling leaves little to reuse"]
     return []
-
-
-def _absolute(path: str) -> str:
-    from pathlib import Path
-
-    return str(Path(path).expanduser().resolve())

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from genaccel.errors import ModelNotAvailable, UnknownModel, UnsafeModel
+from genaccel.errors import GenAccelError, ModelNotAvailable, UnknownModel, UnsafeModel
+from genaccel.families import Family
 from genaccel.settings import Settings
 
 Source = Literal["builtin", "asset", "folder", "hub"]
@@ -28,10 +29,23 @@ PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl"}
 
 @dataclass(frozen=True)
 class ModelDefaults:
+    """What a request that names nothing gets, per modality; ``None``: does not apply."""
+
     steps: int = 30
     guidance_scale: float = 7.5
     width: int = 512
     height: int = 512
+    output_format: str | None = None
+    """File format when the request names none (``None``: the adapter's first)."""
+    num_frames: int | None = None
+    fps: float | None = None
+    duration_s: float | None = None
+    max_duration_s: float | None = None
+    """Longest output the model makes (audio); requests above it are refused before queueing."""
+    sample_rate: int | None = None
+    channels: int | None = None
+    voices: tuple[str, ...] = ()
+    """Speech voices; the first is the default."""
 
 
 @dataclass(frozen=True)
@@ -40,13 +54,16 @@ class ModelInfo:
 
     name: str
     modality: str
-    family: str
+    family: Family
     source: Source
     location: str
     pipeline_class: str
     defaults: ModelDefaults
     description: str = ""
     builder: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
+    adapter: str | None = None
+    """The modality adapter that runs it (``pipelines/modality.py``); ``None``: the one named like
+    its modality."""
 
 
 # Reference models this project trains and ships in assets/ (scripts/train_*.py make them).
@@ -77,16 +94,16 @@ def builtin_models() -> dict[str, ModelInfo]:
     small = ModelDefaults(steps=20, guidance_scale=7.5, width=64, height=64)
     return {
         "tiny-sd": ModelInfo(
-            "tiny-sd", "image", "sd-unet", "builtin", "tiny-sd", "StableDiffusionPipeline", small,
+            "tiny-sd", "image", Family.SD_UNET, "builtin", "tiny-sd", "StableDiffusionPipeline", small,
             "tiny random-weight Stable-Diffusion-architecture pipeline (tests, smoke runs)", tiny.build_tiny_sd,
         ),
         "tiny-dit": ModelInfo(
-            "tiny-dit", "image", "image-dit", "builtin", "tiny-dit", "PixArtAlphaPipeline",
+            "tiny-dit", "image", Family.IMAGE_DIT, "builtin", "tiny-dit", "PixArtAlphaPipeline",
             ModelDefaults(steps=20, guidance_scale=4.5, width=64, height=64),
             "tiny random-weight PixArt-α-architecture pipeline (tests, smoke runs)", tiny.build_tiny_dit,
         ),
         "noop": ModelInfo(
-            "noop", "image", "other", "builtin", "noop", "NoopPipeline",
+            "noop", "image", Family.OTHER, "builtin", "noop", "NoopPipeline",
             ModelDefaults(steps=1, guidance_scale=0.0, width=64, height=64),
             "blank images at once: measures the service's own overhead (load tests)", noop.NoopPipeline,
         ),
@@ -99,12 +116,29 @@ def text_to_image_classes() -> set[str]:
     return {cls.__name__ for cls in AUTO_TEXT2IMAGE_PIPELINES_MAPPING.values()}
 
 
-def family_of(pipeline_class: str, components: dict[str, Any]) -> str:
+def family_of(pipeline_class: str, components: dict[str, Any]) -> Family:
     if "unet" in components:
-        return "sdxl-unet" if "XL" in pipeline_class else "sd-unet"
+        return Family.SDXL_UNET if "XL" in pipeline_class else Family.SD_UNET
     if "transformer" in components:
-        return "image-dit"
-    return "other"
+        return Family.IMAGE_DIT
+    return Family.OTHER
+
+
+def load_plugins(settings: Settings) -> dict[str, ModelInfo]:
+    """Import ``Settings.plugins``: each module registers its adapters when imported and may
+    offer ``models() -> list[ModelInfo]``; returns those models by name."""
+    import importlib
+
+    found: dict[str, ModelInfo] = {}
+    for name in settings.plugins:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ModelNotAvailable(f"plugin {name!r} (GENACCEL_PLUGINS) cannot be imported ({exc}); "
+                                    "fix: install it or remove it from GENACCEL_PLUGINS") from None
+        for info in getattr(module, "models", list)():
+            found[info.name] = info
+    return found
 
 
 class ModelRegistry:
@@ -113,20 +147,26 @@ class ModelRegistry:
     def __init__(self, settings: Settings, *, allow_paths: bool = True) -> None:
         self.settings = settings
         self.allow_paths = allow_paths
-        self._builtins = {**builtin_models(), **reference_models()}
+        self._builtins = {**builtin_models(), **reference_models(), **load_plugins(settings)}
 
     def add(self, info: ModelInfo) -> None:
         """Register a model programmatically (tests, plug-ins)."""
         self._builtins[info.name] = info
 
     def default_model(self, modality: str = "image") -> str:
-        """``Settings.default_model`` if set, else the best model shipped for ``modality``."""
+        """``Settings.default_model`` if it serves ``modality``, else the best model shipped for it."""
         if self.settings.default_model:
-            return self.settings.default_model
+            try:
+                configured = self.resolve(self.settings.default_model)
+            except GenAccelError:
+                return self.settings.default_model  # its error is reported where it is used
+            if configured.modality == modality:
+                return configured.name
         for name in ("shapes-sd", "tiny-sd"):
             if name in self._builtins and self._builtins[name].modality == modality:
                 return name
-        return "tiny-sd"
+        same = [info.name for info in self._builtins.values() if info.modality == modality]
+        return same[0] if same else "tiny-sd"
 
     def names(self) -> list[str]:
         return sorted({*self._builtins, *self._folder_models()})
@@ -171,8 +211,10 @@ class ModelRegistry:
 
     def _folder_info(self, name: str, path: Path, source: Source = "folder") -> ModelInfo:
         cls, components = pipeline_parts(path)
-        modality = "image" if cls in text_to_image_classes() else "unknown"
-        if modality == "unknown":
+        from pipelines.modality import modality_of_class
+
+        modality = modality_of_class(cls)
+        if modality is None:
             raise UnknownModel("model", name, f"its pipeline class {cls} is not a text-to-image pipeline "
                                "genaccel serves yet", "use a Stable Diffusion, SDXL, SD3, PixArt, Flux or SANA model")
         defaults = defaults_from_folder(path, components)

@@ -11,17 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from genaccel.accel import apply_techniques
-from genaccel.artifacts import write_png
+from genaccel.artifacts import write_audio, write_png, write_video
 from genaccel.errors import GenAccelError, JobCancelled, JobInterrupted
 from genaccel.settings import Settings
-from genaccel.spec import Artifact, Job, JobError
+from genaccel.spec import Artifact, Job, JobError, JobRequest
 from genaccel.store.base import Store
-from pipelines.image import batch_key, generate_batch, generate_images
-from pipelines.invariance import make_batch_invariant
+from pipelines.invariance import make_batch_invariant, self_check
 from pipelines.loader import CacheKey, ModelCache, load_pipeline, resolve_device, resolve_dtype
 from pipelines.memory import OutOfMemory, free_memory, is_out_of_memory, memory_saving, undo_memory_saving
+from pipelines.modality import AudioOutput, ImageOutput, ModalityAdapter, Output, RunHooks, VideoOutput, adapter_for
 from pipelines.prepare import technique_configs, technique_warnings
-from pipelines.previews import attach_preview_vae, preview_data_url, preview_vae_folder
+from pipelines.previews import attach_preview_vae, preview_vae_folder
 from pipelines.registry import ModelInfo, ModelRegistry, model_card
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ class JobRunner:
         self._interrupted: str | None = None
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
+        self._invariance: list[str] | None = None
+        """Layers that failed the batch-invariance self-check on this CPU (``None``: not run)."""
 
     def __call__(self, job: Job, claim: Claim | None = None) -> None:
         """Run ``job`` (already ``running``) to a terminal state. With ``claim`` and
@@ -75,16 +77,23 @@ class JobRunner:
         """Stop running jobs at their next step and put them back in the queue (shutdown)."""
         self._interrupted = reason
 
+    def _adapter(self, request: JobRequest) -> tuple[ModelInfo, ModalityAdapter]:
+        info = self.registry.resolve(request.model or self.registry.default_model(request.modality))
+        return info, adapter_for(info)
+
     def _gather(self, job: Job, claim: Claim | None) -> list[Job]:
-        key = batch_key(job.request)
+        if claim is None or self.settings.max_batch <= 1:
+            return []
+        adapter = self._adapter(job.request)[1]
+        key = adapter.batch_key(job.request)
         room = self.settings.max_batch - job.request.params.num_outputs
-        if claim is None or key is None or room <= 0:
+        if key is None or room <= 0:
             return []
         queued = self.store.list_jobs(state="queued", limit=200).jobs
         ids, outputs = [], 0
         for other in sorted(queued, key=lambda j: (-j.priority, j.created_at)):
             n = other.request.params.num_outputs
-            if other.id != job.id and batch_key(other.request) == key and outputs + n <= room:
+            if other.id != job.id and adapter.batch_key(other.request) == key and outputs + n <= room:
                 ids.append(other.id)
                 outputs += n
         return claim(ids) if ids else []
@@ -136,7 +145,7 @@ class JobRunner:
 
     def _run(self, batch: _Batch, timings: dict[str, dict[str, float]]) -> dict[str, list[Artifact]]:
         request = batch.active[0].request
-        info = self.registry.resolve(request.model or self.registry.default_model(request.modality))
+        info, adapter = self._adapter(request)
         # techniques are applied per job and removed after it, so all profiles share one clean pipeline
         key = CacheKey(info.name, str(self.dtype), str(self.device))
         t0 = time.perf_counter()
@@ -150,11 +159,11 @@ class JobRunner:
                 common = {"scheduler": scheduler, "device": str(self.device), "batch_size": len(batch.active),
                           "dtype": str(self.dtype).removeprefix("torch."), "techniques": applied,
                           "warnings": guidance_warnings(pipe, info, request.params.guidance_scale)
-                          + technique_warnings(request, configs)}
+                          + technique_warnings(request, configs) + self._invariance_warnings(batch)}
                 for j in batch.active:
                     self.store.update_metadata(j.id, common)
                 t1 = time.perf_counter()
-                images = self._generate(pipe, batch, techniques)
+                outputs = self._generate(pipe, adapter, batch, techniques)
                 run_s = round(time.perf_counter() - t1, 4)
             finally:
                 techniques.remove()  # the cached pipeline is clean for the next job
@@ -162,7 +171,7 @@ class JobRunner:
         for j in batch.active:
             t2 = time.perf_counter()
             timings[j.id].update(load_s=load_s, run_s=run_s)
-            out[j.id] = self._save(j, images[j.id], info.name, applied, scheduler, timings[j.id])
+            out[j.id] = self._save(j, outputs[j.id], info, applied, scheduler, timings[j.id])
             timings[j.id]["save_s"] = round(time.perf_counter() - t2, 4)
         return out
 
@@ -173,16 +182,29 @@ class JobRunner:
         invariant = self.settings.batch_invariant
         if invariant or (invariant is None and self.settings.max_batch > 1):
             make_batch_invariant(pipe)
+            if self._invariance is None:
+                self._invariance = self_check()
+                if self._invariance:
+                    log.warning("batch invariance does not hold on this CPU (%s): batched outputs may differ from "
+                                "the same jobs run alone in the last bits; set GENACCEL_MAX_BATCH=1 where that "
+                                "matters", ", ".join(self._invariance))
         folder = preview_vae_folder(info, self.settings) if self.settings.previews else None
         if folder is not None:
             attach_preview_vae(pipe, folder, self.device, self.dtype)
         return pipe
 
-    def _generate(self, pipe: Any, batch: _Batch, techniques: Any) -> dict[str, list[Any]]:
+    def _invariance_warnings(self, batch: _Batch) -> list[str]:
+        if not self._invariance or len(batch.active) < 2:
+            return []
+        return [f"batched with {len(batch.active) - 1} other job(s) on a CPU where batch invariance fails its "
+                f"self-check ({', '.join(self._invariance)}): the output may differ in the last bits from this "
+                "job run alone"]
+
+    def _generate(self, pipe: Any, adapter: ModalityAdapter, batch: _Batch, techniques: Any) -> dict[str, list[Any]]:
         """Run the batch; on out-of-memory retry once, one job at a time with memory-saving options."""
         try:
             techniques.reset()
-            return self._call(pipe, batch)
+            return self._call(pipe, adapter, batch)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -197,7 +219,7 @@ class JobRunner:
             for j in list(batch.active):
                 techniques.reset()
                 try:
-                    images.update(self._call(pipe, batch.only(j)))
+                    images.update(self._call(pipe, adapter, batch.only(j)))
                 except JobCancelled:  # that job is finished; the others go on
                     continue
             if not batch.active:
@@ -214,15 +236,13 @@ class JobRunner:
         finally:
             undo_memory_saving(pipe, saved)
 
-    def _call(self, pipe: Any, batch: _Batch) -> dict[str, list[Any]]:
+    def _call(self, pipe: Any, adapter: ModalityAdapter, batch: _Batch) -> dict[str, list[Output]]:
         jobs = list(batch.active)
-        on_latents = self._previews(pipe, batch, jobs) if self.settings.previews else None
-        if len(jobs) == 1:
-            return {jobs[0].id: generate_images(pipe, jobs[0].request, batch.on_step, on_latents=on_latents)}
-        results = generate_batch(pipe, [j.request for j in jobs], batch.on_step, on_latents=on_latents)
-        return {j.id: imgs for j, imgs in zip(jobs, results, strict=True) if j in batch.active}
+        on_latents = self._previews(pipe, adapter, batch, jobs) if self.settings.previews else None
+        results = adapter.generate(pipe, [j.request for j in jobs], RunHooks(batch.on_step, on_latents))
+        return {j.id: outs for j, outs in zip(jobs, results, strict=True) if j in batch.active}
 
-    def _previews(self, pipe: Any, batch: _Batch, jobs: list[Job]):  # type: ignore[no-untyped-def]
+    def _previews(self, pipe: Any, adapter: ModalityAdapter, batch: _Batch, jobs: list[Job]):  # type: ignore[no-untyped-def]
         """A few step previews per job (its first output), in the job's metadata for events and the UI."""
         rows, offset = {}, 0
         for j in jobs:
@@ -232,29 +252,38 @@ class JobRunner:
             if step >= total or step % max(1, total // 4):
                 return
             for j in list(batch.active):
-                url = preview_data_url(pipe, latents, rows[j.id])
+                url = adapter.preview(pipe, latents, rows[j.id])
                 if url is None:
                     return
                 self.store.update_metadata(j.id, {"preview": url, "preview_step": step})
         return on_latents
 
-    def _save(self, job: Job, images: list[Any], model: str, applied: Any, scheduler: str,
+    def _save(self, job: Job, outputs: list[Output], info: ModelInfo, applied: Any, scheduler: str,
               timings: dict[str, float]) -> list[Artifact]:
         out_dir = Path(job.output_dir) if job.output_dir else self.settings.outputs
         request = job.request
         p = request.params
         assert p.seed is not None
         meta: dict[str, Any] = {
-            "job_id": job.id, "model": model, "profile": request.profile, "techniques": applied,
-            "scheduler": scheduler, "width": images[0].width, "height": images[0].height,
-            "device": str(self.device), "timings": dict(timings),
+            "job_id": job.id, "model": info.name, "profile": request.profile, "techniques": applied,
+            "scheduler": scheduler, "device": str(self.device), "timings": dict(timings),
         }
-        artifacts = []
-        for i, image in enumerate(images):
-            seed = (p.seed + i) % 2**32
-            path = out_dir / f"{job.id[:12]}-{i}.png"
-            artifacts.append(write_png(image, path, request, seed, {**meta, "index": i}))
-        return artifacts
+        fmt = p.output_format or adapter_for(info).formats[0]
+        return [save_output(output, out_dir / f"{job.id[:12]}-{i}.{fmt}", fmt, request, (p.seed + i) % 2**32,
+                            {**meta, "index": i}) for i, output in enumerate(outputs)]
+
+
+def save_output(output: Output, path: Path, fmt: str, request: JobRequest, seed: int,
+                meta: dict[str, Any]) -> Artifact:
+    """Write one typed output with the writer for its media type."""
+    if isinstance(output, ImageOutput):
+        return write_png(output.image, path, request, seed, meta)
+    if isinstance(output, VideoOutput):
+        audio = (output.audio.samples, output.audio.sample_rate) if output.audio is not None else None
+        return write_video(output.frames, output.fps, path, fmt, request, seed, meta, audio)
+    if isinstance(output, AudioOutput):
+        return write_audio(output.samples, output.sample_rate, path, fmt, request, seed, meta)
+    raise TypeError(f"an adapter returned {type(output).__name__}, not an ImageOutput, VideoOutput or AudioOutput")
 
 
 class _Batch:

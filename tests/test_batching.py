@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-import pipelines.runner as runner_module
+import pipelines.image as image_module
 from genaccel.settings import Settings
 from genaccel.spec import Job, JobRequest
 from pipelines.engine import LocalEngine
@@ -122,7 +122,7 @@ def test_cancel_one_job_of_a_batch(isolated_home: Path, tmp_path: Path) -> None:
 
 
 def oom_once(monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
-    real = runner_module.generate_images
+    real = image_module.generate_images
     calls: list[int] = []
     lock = threading.Lock()
 
@@ -133,7 +133,7 @@ def oom_once(monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "generate_images", flaky)
+    monkeypatch.setattr(image_module, "generate_images", flaky)
     return calls
 
 

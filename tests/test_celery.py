@@ -40,19 +40,20 @@ def _redis_or_skip() -> None:
 class Cluster:
     """Two worker processes on a private queue and key prefix, and the API on top."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, plugins: tuple[str, ...] = ()) -> None:
         self.tag = uuid.uuid4().hex[:10]
         self.queue = f"test-{self.tag}"
+        routes = {name: self.queue for name in ("tiny-sd", "sine-test")}
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("GENACCEL_")},
             "GENACCEL_HOME": str(home), "GENACCEL_REDIS_URL": REDIS_URL, "GENACCEL_REDIS_PREFIX": f"ga-{self.tag}",
             "GENACCEL_DEFAULT_MODEL": "tiny-sd", "GENACCEL_HEARTBEAT_S": "2",
-            "GENACCEL_ROUTES": json.dumps({"tiny-sd": self.queue}), "HF_HUB_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1",
+            "GENACCEL_ROUTES": json.dumps(routes), "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1", "GENACCEL_PLUGINS": json.dumps(list(plugins)),
         }
         self.settings = Settings(home=home, redis_url=REDIS_URL, redis_prefix=f"ga-{self.tag}",
-                                 default_model="tiny-sd", heartbeat_s=2, routes={"tiny-sd": self.queue},
-                                 rate_limit_per_min=0)
+                                 default_model="tiny-sd", heartbeat_s=2, routes=routes,
+                                 rate_limit_per_min=0, plugins=list(plugins))
         self.store = RedisStore(REDIS_URL, prefix=f"ga-{self.tag}", heartbeat_ttl_s=2)
         from workers.dispatch import CeleryDispatcher
 
@@ -110,7 +111,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     _redis_or_skip()
-    c = Cluster(tmp_path_factory.mktemp("celery-home"))
+    c = Cluster(tmp_path_factory.mktemp("celery-home"), plugins=("tests.plugins.sine",))
     c.start_worker()
     c.start_worker()
     try:
@@ -118,6 +119,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
     finally:
         c.close()
+
+
+def test_a_second_modality_runs_on_a_worker_to_a_wav_with_its_sidecar(cluster: Cluster) -> None:
+    """The modality contract across processes: the sine-tone test adapter (a plugin) on the Redis
+    store and a Celery worker, fetched through the API."""
+    import io
+
+    import soundfile as sf
+
+    job_id = cluster.submit(prompt="an A4 tone", modality="music", model="sine-test", duration=0.25, seed=5)
+    job = cluster.done(job_id)
+    assert job["state"] == "succeeded", job["error"]
+    (art,) = job["artifacts"]
+    assert art["media_type"] == "audio/wav" and art["sample_rate"] == 16000 and art["duration_s"] == 0.25
+    samples, rate = sf.read(io.BytesIO(cluster.client.get(art["url"]).content))
+    assert rate == 16000 and samples.shape == (4000,)
+    sidecar = cluster.client.get(art["sidecar_url"]).json()
+    assert sidecar["request"]["prompt"] == "an A4 tone" and sidecar["job_id"] == job_id
 
 
 def test_submit_over_http_runs_on_a_worker(cluster: Cluster) -> None:

@@ -3,12 +3,15 @@ advanced parameters with the API's limits, live progress, Stop, outputs and re-r
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import gradio as gr
 
 from genaccel.profiles import PROFILES
+from genaccel.settings import Limits
 from genaccel.spec import Job, Modality
+from pipelines.modality import adapter_for
 from pipelines.registry import ModelInfo
 from ui import render
 from ui.jobs import optional_number
@@ -16,9 +19,19 @@ from ui.page import FAILURES, POLL_S, Page, message
 
 
 def _model_md(info: ModelInfo) -> str:
-    d = info.defaults
-    return (f"`{info.name}` ({info.family}): {d.steps} steps, guidance {d.guidance_scale:g}, {d.width}×{d.height}. "
-            f"{info.description}")
+    d, honoured = info.defaults, adapter_for(info).fields
+    parts = [f"{d.steps} steps", f"guidance {d.guidance_scale:g}"]
+    if "width" in honoured:
+        parts.append(f"{d.width}×{d.height}")
+    if d.num_frames:
+        parts.append(f"{d.num_frames} frames at {d.fps:g} fps" if d.fps else f"{d.num_frames} frames")
+    if d.duration_s:
+        parts.append(f"{d.duration_s:g} s" + (f" (at most {d.max_duration_s:g} s)" if d.max_duration_s else ""))
+    if d.sample_rate:
+        parts.append(f"{d.sample_rate} Hz")
+    if d.voices:
+        parts.append(f"voices {', '.join(d.voices)}")
+    return f"`{info.name}` ({info.family}): {', '.join(parts)}. {info.description}"
 
 
 def _number_box(label: str, default: float | None, elem_id: str, empty: str = "") -> gr.Textbox:
@@ -28,7 +41,48 @@ def _number_box(label: str, default: float | None, elem_id: str, empty: str = ""
 
 
 INTEGER_FIELDS = frozenset({"seed", "width", "height", "frames"})
-NUMBER_FIELDS = frozenset({*INTEGER_FIELDS, "guidance", "fps", "duration"})
+NUMBER_FIELDS = frozenset({*INTEGER_FIELDS, "guidance", "fps", "duration", "speed"})
+
+
+def tab_fields(models: Iterable[ModelInfo]) -> set[str]:
+    """The request fields some model of a tab honours (its adapter's ``fields``)."""
+    return {name for info in models for name in adapter_for(info).fields}
+
+
+def _modality_fields(honoured: set[str], models: dict[str, ModelInfo], default: str, modality: str,
+                     limits: Limits) -> dict[str, Any]:
+    """The advanced parameters the tab's adapters declare, keyed by flat request name."""
+    d = models[default].defaults
+    fields: dict[str, Any] = {}
+    if "width" in honoured:
+        size = f"{limits.size_min} to {limits.size_max}, a multiple of {limits.size_multiple}"
+        fields["width"] = _number_box(f"Width ({size})", d.width, f"{modality}-width")
+        fields["height"] = _number_box(f"Height ({size})", d.height, f"{modality}-height")
+    if "num_frames" in honoured:
+        fields["frames"] = _number_box(f"Frames (1 to {limits.frames_max})", d.num_frames, f"{modality}-frames")
+    if "fps" in honoured:
+        fields["fps"] = _number_box(f"Frames per second (up to {limits.fps_max:g})", d.fps, f"{modality}-fps")
+    if "duration_s" in honoured:
+        most = d.max_duration_s or limits.duration_max_s
+        fields["duration"] = _number_box(f"Duration in seconds (up to {most:g})", d.duration_s,
+                                         f"{modality}-duration")
+    if "voice" in honoured:
+        voices = sorted({v for m in models.values() for v in m.defaults.voices})
+        fields["voice"] = gr.Dropdown(voices, value=d.voices[0] if d.voices else None, label="Voice",
+                                      elem_id=f"{modality}-voice")
+    if "speed" in honoured:
+        fields["speed"] = gr.Slider(limits.speed_min, limits.speed_max, value=1.0, step=0.05, label="Speed",
+                                    elem_id=f"{modality}-speed")
+    if "init_image" in honoured:
+        mb = limits.init_image_max_bytes / 2**20
+        fields["init_image"] = gr.Image(None, type="filepath", sources=["upload"], height=160,
+                                        label=f"Init image (image-to-image; PNG, JPEG or WebP up to {mb:g} MB)")
+        fields["strength"] = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Strength (with an init image)")
+    formats = sorted({f for m in models.values() for f in adapter_for(m).formats})
+    if len(formats) > 1:
+        fields["format"] = gr.Dropdown(formats, value=adapter_for(models[default]).formats[0], label="File format",
+                                       elem_id=f"{modality}-format")
+    return fields
 
 
 def generate_tab(blocks: gr.Blocks, page: Page, modality: Modality, key: gr.Textbox) -> None:
@@ -50,29 +104,18 @@ def generate_tab(blocks: gr.Blocks, page: Page, modality: Modality, key: gr.Text
         model_info = gr.Markdown(_model_md(models[default]))
         profile_info = gr.Markdown(page.profile_info("off"))
     d = models[default].defaults
+    honoured = tab_fields(models.values())
     with gr.Accordion("Advanced parameters", open=False):
-        fields: dict[str, Any] = {
-            "negative_prompt": gr.Textbox(label="Negative prompt", max_lines=3),
+        fields: dict[str, Any] = {}
+        if "negative_prompt" in honoured:
+            fields["negative_prompt"] = gr.Textbox(label="Negative prompt", max_lines=3)
+        fields.update({
             "steps": gr.Slider(0, limits.steps_max, value=0, step=1, label="Steps (0: the profile's or model's own)"),
             "guidance": _number_box(f"Guidance (0 to {limits.guidance_max:g})", d.guidance_scale,
                                     f"{modality}-guidance"),
             "seed": _number_box("Seed", None, f"{modality}-seed", empty="random"),
-        }
-        if modality in ("image", "video"):
-            size = f"{limits.size_min} to {limits.size_max}, a multiple of {limits.size_multiple}"
-            fields["width"] = _number_box(f"Width ({size})", d.width, f"{modality}-width")
-            fields["height"] = _number_box(f"Height ({size})", d.height, f"{modality}-height")
-        if modality == "video":
-            fields["frames"] = _number_box(f"Frames (1 to {limits.frames_max})", None, "video-frames")
-            fields["fps"] = _number_box(f"Frames per second (up to {limits.fps_max:g})", None, "video-fps")
-        if modality in ("speech", "music"):
-            fields["duration"] = _number_box(f"Duration in seconds (up to {limits.duration_max_s:g})", None,
-                                             f"{modality}-duration")
-        if modality in ("image", "video"):
-            mb = limits.init_image_max_bytes / 2**20
-            fields["init_image"] = gr.Image(None, type="filepath", sources=["upload"], height=160,
-                                            label=f"Init image (image-to-image; PNG, JPEG or WebP up to {mb:g} MB)")
-            fields["strength"] = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Strength (with an init image)")
+        })
+        fields.update(_modality_fields(honoured, models, default, modality, limits))
     error = gr.HTML(elem_id=f"{modality}-error")
     progress = gr.HTML(elem_id=f"{modality}-progress")
     result = gr.HTML(elem_id=f"{modality}-result")

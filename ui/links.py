@@ -16,12 +16,12 @@ import hashlib
 import hmac
 import secrets
 import time
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from genaccel.artifacts import artifact_file
 from genaccel.errors import JobNotFound
 from genaccel.store.base import Store
 
@@ -72,11 +72,11 @@ def add_file_route(app: FastAPI, links: FileLinks, store: Store) -> None:
         except JobNotFound:
             return JSONResponse({"error": {"code": "job_not_found", "message": f"job {job_id!r} is gone"}},
                                 status_code=404)
-        found = next((a for a in job.artifacts if a.name == name), None)
-        if found is None or not Path(found.path).is_file():
+        found = artifact_file(job.artifacts, name)
+        if found is None:
             return JSONResponse({"error": {"code": "job_not_found", "message": f"{job_id}/{name} is gone"}},
                                 status_code=404)
-        return FileResponse(found.path, media_type=found.media_type, filename=found.name,
+        return FileResponse(found[0], media_type=found[1], filename=name,
                             content_disposition_type="attachment" if download else "inline",
                             headers={"Cache-Control": "private, max-age=3600"})
 

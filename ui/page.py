@@ -14,7 +14,8 @@ from genaccel.api.auth import AuthError
 from genaccel.errors import GenAccelError, InvalidRequest, UnsupportedModality
 from genaccel.profiles import PROFILES, measured_speedups
 from genaccel.spec import Job, JobRequest
-from pipelines.prepare import SERVED_MODALITIES, prepare_request
+from pipelines.modality import served_modalities
+from pipelines.prepare import prepare_request
 from ui import render
 from ui.jobs import UIJobs, parameters
 from ui.links import FileLinks
@@ -30,12 +31,13 @@ def message(exc: Exception) -> str:
 
 def unavailable_reason(backend: Backend, modality: str) -> str | None:
     """Why ``modality`` cannot be served here (``None`` when it can)."""
-    if modality not in SERVED_MODALITIES:
+    served = served_modalities()
+    if modality not in served:
         try:
             prepare_request(JobRequest.from_flat({"modality": modality, "prompt": "probe"}), backend.registry,
                             backend.settings)
         except UnsupportedModality as exc:
-            return (f"Not available yet: {exc.limit}. This server runs {', '.join(SERVED_MODALITIES)} jobs; "
+            return (f"Not available yet: {exc.limit}. This server runs {', '.join(served)} jobs; "
                     "this tab starts working when its pipeline ships.")
         except GenAccelError as exc:
             return f"Not available: {exc.message}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, Query, Request
@@ -22,6 +21,7 @@ from genaccel.api.jobs import Jobs
 from genaccel.api.limits import BodyLimit
 from genaccel.api.metrics import render_metrics
 from genaccel.api.views import REQUEST_EXAMPLE, ErrorView, JobPageView, JobView, job_view
+from genaccel.artifacts import artifact_file
 from genaccel.errors import GenAccelError, InvalidRequest, JobNotFound, JobStateConflict
 from genaccel.profiles import PROFILES
 from genaccel.profiles import describe as describe_profile
@@ -225,16 +225,17 @@ def create_app(backend: Backend) -> FastAPI:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/v1/artifacts/{job_id}/{name}", tags=["artifacts"], responses={
-        **ERRORS, 200: {"content": {"image/png": {}}, "description": "the file"}})
+        **ERRORS, 200: {"content": {"image/png": {}, "video/mp4": {}, "audio/wav": {}, "application/json": {}},
+                        "description": "the file, its JSON sidecar (NAME.json) or a clip's poster (NAME.poster.png)"}})
     def artifact(request: Request, job_id: str, name: str,
                  authorization: AuthHeader = None) -> FileResponse:
         """One output file of one of your jobs (looked up by name in the job's record, never as a path)."""
         owner = caller(request, authorization)
         job = own_job(job_id, owner)
-        found = next((a for a in job.artifacts if a.name == name), None)
-        if found is None or not Path(found.path).is_file():
+        found = artifact_file(job.artifacts, name)
+        if found is None:
             raise JobNotFound(f"{job_id}/{name}")
-        return FileResponse(found.path, media_type=found.media_type, filename=found.name)
+        return FileResponse(found[0], media_type=found[1], filename=name)
 
     @app.get("/v1/models", tags=["catalogue"], responses=ERRORS)
     def models(request: Request, authorization: AuthHeader = None) -> list[dict[str, Any]]:

@@ -31,6 +31,13 @@ class ArtifactView(BaseModel):
     width: int | None = None
     height: int | None = None
     bytes: int = 0
+    duration_s: float | None = None
+    frames: int | None = None
+    fps: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    sidecar_url: str | None = None
+    """The JSON sidecar: the whole request and generation metadata."""
 
 
 class ErrorBody(BaseModel):
@@ -84,8 +91,9 @@ def job_view(job: Job, base: str, queue_position: int | None = None) -> JobView:
         progress=ProgressView(step=job.progress.step, total=job.progress.total), queue_position=queue_position,
         attempts=job.attempts, created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
         timings=job.timings,
-        artifacts=[ArtifactView(name=a.name, url=f"{base}/v1/artifacts/{job.id}/{a.name}", media_type=a.media_type,
-                                seed=a.seed, width=a.width, height=a.height, bytes=a.bytes) for a in job.artifacts],
+        artifacts=[ArtifactView(
+            **a.model_dump(exclude={"path", "sidecar"}), url=f"{base}/v1/artifacts/{job.id}/{a.name}",
+            sidecar_url=f"{base}/v1/artifacts/{job.id}/{a.sidecar}" if a.sidecar else None) for a in job.artifacts],
         error=ErrorBody(code=job.error.code, message=job.error.message) if job.error else None,
         cancel_requested=job.cancel_requested,
         metadata={k: v for k, v in job.metadata.items() if k != "owner"},
