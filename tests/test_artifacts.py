@@ -97,5 +97,5 @@ def test_reading_a_foreign_or_missing_file_says_what_to_do(tmp_path: Path) -> No
         read_metadata(tmp_path / "nothing.mp4")
     plain = tmp_path / "plain.png"
     Image.new("RGB", (4, 4)).save(plain)
-    with pytest.raises(BadInputFile, match="holds no genaccel metadata and has no sidecar plain.json"):
+    with pytest.raises(BadInputFile, match=r"holds no genaccel metadata and has no sidecar plain\.json"):
         read_metadata(plain)

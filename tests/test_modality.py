@@ -101,7 +101,7 @@ def test_cli_other_audio_formats_carry_their_metadata(sine: Settings, capsys: py
 ])
 def test_cli_bad_music_input_is_refused_before_queueing(sine: Settings, capsys: pytest.CaptureFixture[str],
                                                         tmp_path: Path, args: list[str], message: str) -> None:
-    code, out, err = run(capsys, "render", "a tone", "--modality", "music", *args, "--out", str(tmp_path / "out"))
+    code, _, err = run(capsys, "render", "a tone", "--modality", "music", *args, "--out", str(tmp_path / "out"))
     assert code == 2 and message in err
     assert not (tmp_path / "out").exists()  # nothing half-written
 
