@@ -201,7 +201,7 @@ def test_speech_fields_are_bounded_before_any_model_is_looked_up(settings: Setti
 
 def test_image_adapter_still_refuses_audio_fields(settings: Settings) -> None:
     registry = ModelRegistry(settings)
-    with pytest.raises(InvalidRequest, match="duration_s=2.0 is invalid: applies to modality speech or music"):
+    with pytest.raises(InvalidRequest, match=r"duration_s=2\.0 is invalid: applies to modality speech or music"):
         prepare_request(JobRequest.from_flat({"prompt": "a cat", "duration": 2}), registry, settings)
     with pytest.raises(InvalidRequest, match="output_format='wav' is invalid: image outputs are written as png"):
         prepare_request(JobRequest.from_flat({"prompt": "a cat", "format": "wav"}), registry, settings)
