@@ -493,7 +493,7 @@ app.add_typer(keys_app, name="keys")
 @keys_app.command("new")
 def keys_new() -> None:
     """Print a new API key and the digest to add to GENACCEL_API_KEYS (only the digest is stored)."""
-    from genaccel.api.auth import new_key
+    from genaccel.service.auth import new_key
 
     key, digest = new_key()
     _out(f"key:    {key}\ndigest: {digest}")

@@ -14,7 +14,7 @@ from genaccel.settings import Settings
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from genaccel.api import Backend
+    from genaccel.service import Backend
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def build_backend(settings: Settings):  # type: ignore[no-untyped-def]
     """``(backend, stop)`` for the embedded shape (SQLite + threads) or, with ``settings.redis_url``,
     the distributed one (Redis store + Celery dispatch; run `genaccel worker` for the workers)."""
-    from genaccel.api import Backend
+    from genaccel.service import Backend
     from pipelines.registry import ModelRegistry
 
     registry = ModelRegistry(settings, allow_paths=False)

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     """Allow webhook URLs that resolve to private, loopback or link-local addresses."""
     redis_prefix: str = "genaccel"
     """Key prefix of the Redis job store (several deployments can share one Redis)."""
+    artifact_store: str | None = None
+    """``s3://BUCKET[/PREFIX]``: workers upload artifacts there and the API streams them from it
+    (several machines); ``None``: artifacts stay in local folders (one machine)."""
+    s3_endpoint_url: str | None = None
+    """The S3 endpoint for MinIO, Ceph, R2, moto... (``None``: AWS); credentials come from the
+    standard ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` variables."""
+    s3_region: str | None = None
     plugins: list[str] = Field(default_factory=list)
     """Python modules imported when a registry is built: each may register modality adapters and
     models (see ``pipelines/modality.py``), so a deployment adds a modality without editing genaccel."""

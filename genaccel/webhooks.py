@@ -21,7 +21,10 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from genaccel.artifacts import api_path
 from genaccel.errors import InvalidRequest
+from genaccel.events import JobEvent
+from genaccel.settings import Settings
 
 log = logging.getLogger(__name__)
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -88,3 +91,23 @@ def send_async(url: str, event: str, payload: dict[str, Any], secret: str, allow
                          name="genaccel-webhook", daemon=True)
     t.start()
     return t
+
+
+class WebhookListener:
+    """The lifecycle listener that posts ``started`` and ``finished`` to a job's webhook (the URL
+    its request gave, kept in its metadata)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self, event: JobEvent) -> None:
+        job = event.job
+        if event.name == "progress" or job is None:
+            return
+        url = job.metadata.get("webhook")
+        if not url:
+            return
+        payload = {"id": job.id, "state": job.state, "attempt": job.attempts,
+                   "error": job.error.model_dump(exclude={"traceback"}) if job.error else None,
+                   "artifacts": [api_path(job.id, a.name) for a in job.artifacts]}
+        send_async(str(url), event.name, payload, self.settings.webhook_secret, self.settings.webhook_allow_private)

@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
+from genaccel.events import Listener
 from genaccel.queue.local import LocalDispatcher
 from genaccel.settings import Settings
 from genaccel.spec import Job, JobRequest
 from genaccel.store.sqlite import SQLiteStore
+from genaccel.webhooks import WebhookListener
 from pipelines.prepare import prepare_request
 from pipelines.registry import ModelRegistry
 from pipelines.runner import JobRunner
@@ -32,13 +34,15 @@ class LocalEngine:
         ...     engine.wait([job.id])
     """
 
-    def __init__(self, settings: Settings, *, scoped: bool = True) -> None:
+    def __init__(self, settings: Settings, *, scoped: bool = True, on_event: Listener | None = None) -> None:
+        """``on_event`` receives every job's lifecycle events; by default they go to the jobs' webhooks."""
         self.settings = settings
         self.store = SQLiteStore(settings.database)
         for rec in self.store.recover(settings.max_attempts):
             log.warning("job %s %s: %s", rec.job_id, rec.action, rec.reason)
         self.registry = ModelRegistry(settings)
-        self.runner = JobRunner(self.store, self.registry, settings)
+        self.runner = JobRunner(self.store, self.registry, settings,
+                                on_event=on_event if on_event is not None else WebhookListener(settings))
         self.dispatcher = LocalDispatcher(self.store, self.runner, workers=settings.workers,
                                           scope=[] if scoped else None)
 

@@ -4,6 +4,9 @@ artifacts, and record the outcome. Embedded threads and Celery workers both call
 from __future__ import annotations
 
 import logging
+import mimetypes
+import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -11,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from genaccel.accel import apply_techniques
-from genaccel.artifacts import write_audio, write_png, write_video
+from genaccel.artifacts import artifact_locations, write_audio, write_png, write_video
+from genaccel.artifacts.storage import LocalArtifacts, artifact_store
 from genaccel.errors import GenAccelError, JobCancelled, JobInterrupted
+from genaccel.events import EventName, JobEvent, Listener
 from genaccel.settings import Settings
 from genaccel.spec import Artifact, Job, JobError, JobRequest
 from genaccel.store.base import Store
@@ -51,13 +56,19 @@ class JobRunner:
     """Callable the dispatcher hands each claimed job to. Owns the worker's model cache."""
 
     def __init__(self, store: Store, registry: ModelRegistry, settings: Settings,
-                 cache: ModelCache | None = None) -> None:
+                 cache: ModelCache | None = None, on_event: Listener | None = None) -> None:
+        """``on_event`` receives the lifecycle events of every job (``genaccel.events``)."""
         self.store, self.registry, self.settings = store, registry, settings
+        self.on_event = on_event
         budget = int(settings.model_cache_gb * 2**30) if settings.model_cache_gb else None
         self.cache = cache or ModelCache(settings.model_cache_size, budget)
         self._interrupted: str | None = None
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
+        self.artifacts = artifact_store(settings)
+        self.staging = settings.home / "staging" / str(os.getpid())
+        """Where this process writes artifacts before uploading them (remote artifact store)."""
+        _remove_dead_staging(settings.home / "staging")
         self._invariance: list[str] | None = None
         """Layers that failed the batch-invariance self-check on this CPU (``None``: not run)."""
 
@@ -98,16 +109,9 @@ class JobRunner:
                 outputs += n
         return claim(ids) if ids else []
 
-    def _notify(self, job: Job, event: str) -> None:
-        url = job.metadata.get("webhook")
-        if not url:
-            return
-        from genaccel.webhooks import send_async
-
-        payload = {"id": job.id, "state": job.state, "attempt": job.attempts,
-                   "error": job.error.model_dump(exclude={"traceback"}) if job.error else None,
-                   "artifacts": [f"/v1/artifacts/{job.id}/{a.name}" for a in job.artifacts]}
-        send_async(str(url), event, payload, self.settings.webhook_secret, self.settings.webhook_allow_private)
+    def _notify(self, job: Job, event: EventName) -> None:
+        if self.on_event is not None:
+            self.on_event(JobEvent(event, job.id, job=job))
 
     def _run_and_record(self, jobs: list[Job]) -> None:
         timings = {j.id: {"queued_s": round((j.started_at or time.time()) - j.created_at, 4)} for j in jobs}
@@ -119,7 +123,7 @@ class JobRunner:
                 active.append(j)
         if not active:
             return
-        batch = _Batch(self.store, active, lambda: self._interrupted)
+        batch = _Batch(self.store, active, lambda: self._interrupted, self.on_event)
         try:
             artifacts = self._run(batch, timings)
         except JobInterrupted as exc:
@@ -256,11 +260,17 @@ class JobRunner:
                 if url is None:
                     return
                 self.store.update_metadata(j.id, {"preview": url, "preview_step": step})
+                if self.on_event is not None:
+                    self.on_event(JobEvent("progress", j.id, step=step, total=total, preview=url))
         return on_latents
 
     def _save(self, job: Job, outputs: list[Output], info: ModelInfo, applied: Any, scheduler: str,
               timings: dict[str, float]) -> list[Artifact]:
-        out_dir = Path(job.output_dir) if job.output_dir else self.settings.outputs
+        """Write the outputs; with a remote artifact store, write them to a staging folder of this
+        process, upload every file under the job's id and keep only the store's locations."""
+        remote = not isinstance(self.artifacts, LocalArtifacts)
+        staging = self.staging / job.id if remote else None
+        out_dir = staging or (Path(job.output_dir) if job.output_dir else self.settings.outputs)
         request = job.request
         p = request.params
         assert p.seed is not None
@@ -269,8 +279,37 @@ class JobRunner:
             "scheduler": scheduler, "device": str(self.device), "timings": dict(timings),
         }
         fmt = p.output_format or adapter_for(info).formats[0]
-        return [save_output(output, out_dir / f"{job.id[:12]}-{i}.{fmt}", fmt, request, (p.seed + i) % 2**32,
-                            {**meta, "index": i}) for i, output in enumerate(outputs)]
+        artifacts = [save_output(output, out_dir / f"{job.id[:12]}-{i}.{fmt}", fmt, request, (p.seed + i) % 2**32,
+                                 {**meta, "index": i}) for i, output in enumerate(outputs)]
+        if staging is None:
+            return artifacts
+        uploaded = []
+        for art in artifacts:  # the record names the files only once every upload has finished
+            for loc in artifact_locations(art)[1:]:
+                if Path(loc).is_file():
+                    self.artifacts.put(job.id, Path(loc), mimetypes.guess_type(loc)[0] or "application/octet-stream")
+            uploaded.append(art.model_copy(update={"path": self.artifacts.put(job.id, Path(art.path), art.media_type)}))
+        shutil.rmtree(staging, ignore_errors=True)
+        return uploaded
+
+
+def _remove_dead_staging(root: Path) -> None:
+    """Staging folders of processes that died mid-upload: their jobs run again elsewhere."""
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        if folder.name.isdigit() and not _alive(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def save_output(output: Output, path: Path, fmt: str, request: JobRequest, seed: int,
@@ -291,15 +330,17 @@ class _Batch:
     whose cancel flag is set is finished ``cancelled`` at that step (its outputs are dropped);
     when none is left the call stops."""
 
-    def __init__(self, store: Store, jobs: list[Job], interrupted: Callable[[], str | None]) -> None:
+    def __init__(self, store: Store, jobs: list[Job], interrupted: Callable[[], str | None],
+                 on_event: Listener | None = None) -> None:
         self.store = store
+        self.on_event = on_event
         self.active = list(jobs)
         self.parent: _Batch | None = None
         self.interrupted = interrupted
 
     def only(self, job: Job) -> _Batch:
         """A batch of one of these jobs whose cancellation also leaves this batch."""
-        sub = _Batch(self.store, [job], self.interrupted)
+        sub = _Batch(self.store, [job], self.interrupted, self.on_event)
         sub.parent = self
         return sub
 
@@ -308,6 +349,8 @@ class _Batch:
         if reason:
             raise JobInterrupted(reason)
         for j in list(self.active):
+            if self.on_event is not None:
+                self.on_event(JobEvent("progress", j.id, step=step, total=total))
             if self.store.set_progress(j.id, step, total):
                 self.active.remove(j)
                 if self.parent is not None:

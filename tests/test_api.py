@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from genaccel.api import Backend, create_app
-from genaccel.api.auth import digest
+from genaccel.service.auth import digest
 from genaccel.settings import Settings
 from pipelines.engine import LocalEngine
 from pipelines.registry import ModelRegistry

@@ -79,8 +79,8 @@ def test_png_has_a_sidecar_too(tmp_path: Path) -> None:
     request = JobRequest.from_flat({"prompt": "a cat", "seed": 2})
     art = write_png(Image.new("RGB", (8, 8)), tmp_path / "x.png", request, 2, {"job_id": "j3"})
     assert art.sidecar == "x.json" and json.loads((tmp_path / "x.json").read_text())["width"] == 8
-    assert artifact_file([art], "x.json") == (tmp_path / "x.json", "application/json")
-    assert artifact_file([art], "x.png") == (tmp_path / "x.png", "image/png")
+    assert artifact_file([art], "x.json") == (str(tmp_path / "x.json"), "application/json")
+    assert artifact_file([art], "x.png") == (str(tmp_path / "x.png"), "image/png")
     assert artifact_file([art], "../x.png") is None
 
 

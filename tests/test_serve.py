@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from genaccel.api.auth import digest
 from genaccel.cli import main
+from genaccel.service.auth import digest
 from genaccel.store.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[1]

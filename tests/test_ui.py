@@ -20,10 +20,10 @@ from gradio_client import Client
 from PIL import Image
 
 from genaccel.api import Backend, create_app
-from genaccel.api.auth import AuthError, digest
 from genaccel.errors import InvalidRequest, JobNotFound
 from genaccel.profiles import PROFILES
 from genaccel.serve import mount_web_ui
+from genaccel.service.auth import AuthError, digest
 from genaccel.settings import Limits, Settings
 from genaccel.spec import Job, JobRequest, Progress
 from pipelines.engine import LocalEngine

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from genaccel.api.auth import digest
+from genaccel.service.auth import digest
 from genaccel.settings import Settings
 from tests.test_ui import KEY_A, KEY_B, running_app
 

@@ -15,7 +15,7 @@ from typing import cast
 import gradio as gr
 from fastapi import FastAPI
 
-from genaccel.api.app import Backend
+from genaccel.service import Backend, JobService
 from genaccel.spec import MODALITIES, Modality
 from ui import render
 from ui.compare import compare_tab
@@ -83,7 +83,7 @@ def mount_ui(app: FastAPI, backend: Backend, path: str = "/ui") -> FastAPI:
     """
     path = "/" + path.strip("/")
     links = FileLinks(f"{path}/files")
-    add_file_route(app, links, backend.store)  # before the mount, which would catch the path otherwise
+    add_file_route(app, links, JobService(backend))  # before the mount, which would catch the path otherwise
     settings = backend.settings
     blocked = sorted({str(p.expanduser().resolve()) for p in (settings.home, settings.outputs)})
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=["ui-monospace", "monospace"])

@@ -19,11 +19,11 @@ import time
 from typing import Annotated
 
 from fastapi import FastAPI, Query
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 
-from genaccel.artifacts import artifact_file
 from genaccel.errors import JobNotFound
-from genaccel.store.base import Store
+from genaccel.service import JobService
+from genaccel.service.http import file_response
 
 DEFAULT_TTL_S = 3600.0
 
@@ -58,7 +58,7 @@ class FileLinks:
         return hmac.compare_digest(self._sign(job_id, name, expires), sig)
 
 
-def add_file_route(app: FastAPI, links: FileLinks, store: Store) -> None:
+def add_file_route(app: FastAPI, links: FileLinks, service: JobService) -> None:
     """Serve ``{links.prefix}/{job_id}/{name}`` (register it before mounting Gradio on the prefix's parent)."""
 
     def ui_file(job_id: str, name: str, exp: Annotated[int, Query()] = 0, sig: Annotated[str, Query()] = "",
@@ -68,16 +68,10 @@ def add_file_route(app: FastAPI, links: FileLinks, store: Store) -> None:
                                            "expired; fix: reopen the job in the web UI for a fresh link"}},
                                 status_code=403)
         try:
-            job = store.get(job_id)
+            found = service.file(service.store.get(job_id), name)
         except JobNotFound:
-            return JSONResponse({"error": {"code": "job_not_found", "message": f"job {job_id!r} is gone"}},
-                                status_code=404)
-        found = artifact_file(job.artifacts, name)
-        if found is None:
             return JSONResponse({"error": {"code": "job_not_found", "message": f"{job_id}/{name} is gone"}},
                                 status_code=404)
-        return FileResponse(found[0], media_type=found[1], filename=name,
-                            content_disposition_type="attachment" if download else "inline",
-                            headers={"Cache-Control": "private, max-age=3600"})
+        return file_response(found, attachment=bool(download), headers={"Cache-Control": "private, max-age=3600"})
 
     app.add_api_route(links.prefix + "/{job_id}/{name}", ui_file, methods=["GET"], include_in_schema=False)

@@ -9,10 +9,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from genaccel.api.app import Backend
-from genaccel.api.auth import AuthError
+from genaccel.artifacts import api_path
 from genaccel.errors import GenAccelError, InvalidRequest, UnsupportedModality
 from genaccel.profiles import PROFILES, measured_speedups
+from genaccel.service import AuthError, Backend
 from genaccel.spec import Job, JobRequest
 from pipelines.modality import served_modalities
 from pipelines.prepare import prepare_request
@@ -67,7 +67,7 @@ class Page:
             "artifacts": [{"name": a.name, "media_type": a.media_type, "seed": a.seed,
                            "url": self.links.url(job.id, a.name), "download": self.links.url(job.id, a.name,
                                                                                              download=True),
-                           "api_url": f"/v1/artifacts/{job.id}/{a.name}"} for a in job.artifacts],
+                           "api_url": api_path(job.id, a.name)} for a in job.artifacts],
         }
 
     def api_submit(self, request: dict[str, Any], api_key: str = "") -> dict[str, Any]:

@@ -46,10 +46,12 @@ class WorkerRuntime:
     @property
     def runner(self) -> Any:
         if self._runner is None:
+            from genaccel.webhooks import WebhookListener
             from pipelines.registry import ModelRegistry
             from pipelines.runner import JobRunner
 
-            self._runner = JobRunner(self.store, ModelRegistry(self.settings, allow_paths=False), self.settings)
+            self._runner = JobRunner(self.store, ModelRegistry(self.settings, allow_paths=False), self.settings,
+                                     on_event=WebhookListener(self.settings))
         return self._runner
 
     def start(self, app: Celery) -> None:

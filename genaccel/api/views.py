@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from genaccel.artifacts import api_path
 from genaccel.spec import Job
 
 JOB_EXAMPLE: dict[str, Any] = {
@@ -92,8 +93,8 @@ def job_view(job: Job, base: str, queue_position: int | None = None) -> JobView:
         attempts=job.attempts, created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
         timings=job.timings,
         artifacts=[ArtifactView(
-            **a.model_dump(exclude={"path", "sidecar"}), url=f"{base}/v1/artifacts/{job.id}/{a.name}",
-            sidecar_url=f"{base}/v1/artifacts/{job.id}/{a.sidecar}" if a.sidecar else None) for a in job.artifacts],
+            **a.model_dump(exclude={"path", "sidecar"}), url=base + api_path(job.id, a.name),
+            sidecar_url=base + api_path(job.id, a.sidecar) if a.sidecar else None) for a in job.artifacts],
         error=ErrorBody(code=job.error.code, message=job.error.message) if job.error else None,
         cancel_requested=job.cancel_requested,
         metadata={k: v for k, v in job.metadata.items() if k != "owner"},

@@ -36,6 +36,11 @@ __all__ = [
 ]
 
 
+def api_path(job_id: str, name: str) -> str:
+    """Where the REST API serves a job's file (the one place this URL is built)."""
+    return f"/v1/artifacts/{job_id}/{name}"
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     """The JSON metadata of a genaccel artifact: embedded in the file where its format holds it,
     else its sidecar (``NAME.json``), which may also be passed itself."""
@@ -66,25 +71,25 @@ def request_from_artifact(path: Path) -> JobRequest:
     return parse_request(dict(read_metadata(path)["request"]))
 
 
-def artifact_file(artifacts: list[Artifact], name: str) -> tuple[Path, str] | None:
-    """``(path, media type)`` of the file called ``name`` among a job's artifacts, their sidecars
-    and posters (looked up by name in the job's record, never as a path); ``None`` when absent."""
+def artifact_file(artifacts: list[Artifact], name: str) -> tuple[str, str] | None:
+    """``(location, media type)`` of the file called ``name`` among a job's artifacts, their
+    sidecars and posters (looked up by name in the job's record, never as a path); ``None`` when
+    the record has no such file. A location is a local path or an object-store URI."""
     for artifact in artifacts:
-        for path in artifact_paths(artifact):
-            if path.name == name and path.is_file():
-                media = artifact.media_type if path.name == artifact.name else (
-                    "application/json" if path.suffix == ".json" else "image/png")
-                return path, media
+        for location in artifact_locations(artifact):
+            if location.rsplit("/", 1)[-1] == name:
+                media = artifact.media_type if location == artifact.path else (
+                    "application/json" if name.endswith(".json") else "image/png")
+                return location, media
     return None
 
 
-def artifact_paths(artifact: Artifact) -> list[Path]:
+def artifact_locations(artifact: Artifact) -> list[str]:
     """Every file an artifact consists of: the file, its sidecar and a video's poster."""
-    path = Path(artifact.path)
-    found = [path]
+    folder, _, name = artifact.path.rpartition("/")
+    found = [artifact.path]
     if artifact.sidecar:
-        found.append(path.with_name(artifact.sidecar))
-    poster = path.with_name(f"{path.stem}.poster.png")
+        found.append(f"{folder}/{artifact.sidecar}")
     if artifact.media_type.startswith("video/") or artifact.media_type == "image/gif":
-        found.append(poster)
+        found.append(f"{folder}/{Path(name).stem}.poster.png")
     return found

@@ -1,0 +1,45 @@
+"""Lifecycle events of a job as they leave a runner: ``started``, ``progress`` (with a step
+preview a few times per job) and ``finished``. A runner calls one listener with each; the
+composition root connects it (webhooks: ``genaccel.webhooks.WebhookListener``), so the runner
+knows nothing of HTTP. Clients that follow a job (SSE, the UI) read its store record, which works
+across processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from genaccel.spec import Job
+
+EventName = Literal["started", "progress", "finished"]
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    name: EventName
+    job_id: str
+    job: Job | None = None
+    """The job's record (``started`` and ``finished``)."""
+    step: int = 0
+    total: int = 0
+    preview: str | None = None
+    """A small PNG data URL of the step (some ``progress`` events)."""
+
+
+Listener = Callable[[JobEvent], None]
+
+
+def fan_out(listeners: Sequence[Listener]) -> Listener:
+    """One listener that calls each of ``listeners``; one that raises never stops the others."""
+    import logging
+
+    log = logging.getLogger(__name__)
+
+    def call(event: JobEvent) -> None:
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed on %s of job %s", event.name, event.job_id)
+    return call
