@@ -403,6 +403,7 @@ def calibrate(
 
     from genaccel.accel.calibration import measure_magcache_ratios, save_magcache_ratios
     from genaccel.errors import InvalidRequest
+    from genaccel.families import DITS
     from genaccel.refdata.shapes import sample_specs
     from pipelines.loader import load_pipeline, resolve_device
     from pipelines.registry import ModelRegistry
@@ -412,7 +413,7 @@ def calibrate(
                              else prompts, "is out of range", "pass --steps 2..200 and --prompts 1..64")
     settings = Settings()
     info = ModelRegistry(settings).resolve(model)
-    if info.source == "builtin" or info.family not in ("image-dit", "video-dit", "audio-dit"):
+    if info.source == "builtin" or info.family not in DITS:
         raise InvalidRequest("model", info.name, "calibration is for DiT models loaded from a folder",
                              "pick a DiT pipeline folder such as shapes-dit")
     pipe = load_pipeline(info, resolve_device(settings.device), torch.float32)

@@ -113,3 +113,43 @@ class JobInterrupted(GenAccelError):
     code = "interrupted"
     http_status = 503
     exit_code = 1
+
+
+class TechniqueFailed(GenAccelError):
+    """A technique raised while being applied to a loaded pipeline; what it had installed, and
+    the techniques applied before it, were taken off again."""
+
+    code = "technique_failed"
+    http_status = 500
+    exit_code = 1
+
+    def __init__(self, technique: str, problem: str, fix: str) -> None:
+        self.technique, self.problem, self.fix = technique, problem, fix
+        super().__init__(f"technique {technique} {problem}; fix: {fix}")
+
+
+class TechniqueAlreadyApplied(TechniqueFailed):
+    """The same technique applied a second time to one pipeline (or to a module it shares)."""
+
+    code = "technique_already_applied"
+
+
+class TechniqueConflict(TechniqueFailed):
+    """A technique that cannot stack with one already applied to the pipeline."""
+
+    code = "technique_conflict"
+
+
+class TechniqueRemoveFailed(GenAccelError):
+    """Taking a technique off raised part-way: the pipeline may still carry some of its patches
+    and must not serve another job (drop it from the model cache: ``ModelCache.evict``)."""
+
+    code = "technique_remove_failed"
+    http_status = 500
+    exit_code = 1
+
+    def __init__(self, techniques: list[str], detail: str) -> None:
+        self.techniques = techniques
+        super().__init__(f"removing technique {', '.join(techniques)} failed ({detail}); the pipeline may still "
+                         "carry part of it; fix: drop the pipeline from the model cache (the worker does) and "
+                         "report this error")

@@ -13,6 +13,7 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from genaccel.families import UNETS, Family
 from genaccel.spec import TechniqueSpec
 
 
@@ -27,23 +28,25 @@ class Recipe:
 class Profile:
     name: str
     description: str
-    recipes: dict[str, Recipe] = field(default_factory=dict)
+    recipes: dict[Family, Recipe] = field(default_factory=dict)
 
     def recipe(self, family: str) -> Recipe:
         """The recipe for ``family``; families a profile has nothing for run as ``off``."""
-        return self.recipes.get(family, Recipe())
+        try:
+            return self.recipes.get(Family(family), Recipe())
+        except ValueError:  # not a family genaccel knows: nothing to accelerate
+            return Recipe()
 
 
 def _t(name: str, **options: object) -> TechniqueSpec:
     return TechniqueSpec(name=name, options=dict(options))
 
 
-_UNET = ("sd-unet", "sdxl-unet")
-_DIT = ("image-dit",)
+_DIT = (Family.IMAGE_DIT,)
 
 
-def _per_family(unet: Recipe, dit: Recipe) -> dict[str, Recipe]:
-    return {**dict.fromkeys(_UNET, unet), **dict.fromkeys(_DIT, dit)}
+def _per_family(unet: Recipe, dit: Recipe) -> dict[Family, Recipe]:
+    return {**dict.fromkeys(UNETS, unet), **dict.fromkeys(_DIT, dit)}
 
 
 PROFILES: dict[str, Profile] = {

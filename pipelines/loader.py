@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from genaccel.errors import ModelNotAvailable
+from genaccel.errors import ModelNotAvailable, TechniqueRemoveFailed
 from pipelines.registry import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,21 @@ class ModelCache:
                     log.info("model cache: evicted %s", old)
         pipe, lock = entry
         with lock:
-            yield pipe
+            try:
+                yield pipe
+            except TechniqueRemoveFailed:  # a technique could not be taken off: never hand this pipeline out again
+                self.evict(key)
+                raise
+
+    def evict(self, key: CacheKey) -> bool:
+        """Drop ``key``'s pipeline (a job that holds it keeps its reference); the next ``use``
+        loads it again. Returns whether it was cached."""
+        with self._lock:
+            found = self._entries.pop(key, None) is not None
+            self._sizes.pop(key, None)
+        if found:
+            log.warning("model cache: dropped %s", key)
+        return found
 
     def _over_budget(self) -> bool:
         return self.budget_bytes is not None and sum(self._sizes.values()) > self.budget_bytes

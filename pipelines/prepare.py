@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from genaccel.accel import check_family, parse_technique
-from genaccel.accel.calibration import magcache_ratios
-from genaccel.accel.lora import LoRAConfig, check_lora
+from genaccel.accel import RequestContext, check_techniques, parse_technique
+from genaccel.accel import technique_warnings as accel_warnings
 from genaccel.errors import InvalidRequest, UnknownProfile, UnsupportedModality
 from genaccel.profiles import PROFILES
 from genaccel.settings import Settings
@@ -39,27 +38,21 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
     if request.profile not in PROFILES:
         raise UnknownProfile("profile", request.profile, "no such profile",
                              f"use one of: {', '.join(PROFILES)} (see `genaccel profiles`)")
-    for config in technique_configs(request, info.family):
-        check_family(config, info.family)
-        if isinstance(config, LoRAConfig):
-            check_lora(config, info.family, settings)
-        if config.name == "magcache" and not config.ratios and info.source != "builtin" and \
-                magcache_ratios(Path(info.location), settings) is None:
-            raise InvalidRequest("techniques", "magcache", f"has no calibrated ratios for {info.name}",
-                                 f"run `genaccel calibrate --model {info.name}` once, or use fbcache or taylorseer")
     p = request.params
     recipe = PROFILES[request.profile].recipe(info.family)
     d = info.defaults
     guidance = p.guidance_scale if p.guidance_scale is not None else d.guidance_scale
-    if guidance <= 1 and any(s.name == "fastercache" for s in [*recipe.techniques, *request.techniques]):
-        raise InvalidRequest("techniques", "fastercache", f"needs classifier-free guidance and guidance_scale="
-                             f"{guidance:g} runs none", "use fbcache or taylorseer, or pass --guidance above 1")
+    steps = p.steps if p.steps is not None else recipe.steps or d.steps
+    check_techniques(technique_configs(request, info.family), RequestContext(
+        family=info.family, model=info.name, location=None if info.source == "builtin" else Path(info.location),
+        pipeline_class=info.pipeline_class, guidance_scale=guidance, steps=steps, settings=settings,
+        profile=request.profile, from_profile=len(recipe.techniques)))
     for name in adapter_fields_unused(adapter, request):
         raise InvalidRequest(name, getattr(p, name), f"does not apply to {info.name} ({info.modality})",
                              f"drop {name}")
     params = GenParams(**{
         **p.model_dump(),
-        "steps": p.steps if p.steps is not None else recipe.steps or d.steps,
+        "steps": steps,
         "guidance_scale": guidance,
         "seed": p.seed if p.seed is not None else new_seed(),
         **adapter.prepare(request, info, settings),
@@ -83,19 +76,10 @@ def technique_configs(request: JobRequest, family: str) -> list[Any]:
     return [parse_technique(spec) for spec in specs]
 
 
-CACHES = frozenset({"deepcache", "fbcache", "pab", "taylorseer", "tome", "todo"})
-
-
 def technique_warnings(request: JobRequest, configs: list[Any]) -> list[str]:
-    """Combinations that work but barely help, said in the job's metadata rather than refused."""
-    steps = request.params.steps or 0
-    guidance = request.params.guidance_scale or 0.0
-    consistency = [c.kind for c in configs if c.name == "solver" and c.kind in ("lcm", "tcd")]
-    if consistency and guidance > 2:
-        return [f"{consistency[0]} sampling expects a consistency-distilled model or LoRA and guidance 1-2; "
-                f"guidance_scale={guidance:g} runs classifier-free guidance at full strength (pass --guidance 1.5)"]
-    cached = [c.name for c in configs if c.name in CACHES]
-    if cached and 0 < steps <= 8 and any(c.name in ("deepcache", "fbcache", "pab", "taylorseer") for c in configs):
-        return [f"{', '.join(cached)} at {steps} steps saves little and costs quality: caching reuses work "
-                "between neighbouring steps, and few-step sampling leaves little to reuse"]
-    return []
+    """Combinations that work but barely help, said in the job's metadata rather than refused
+    (each technique's ``@warns`` function in ``genaccel/accel/``)."""
+    context = RequestContext(guidance_scale=request.params.guidance_scale or 0.0, steps=request.params.steps or 0,
+                             profile=request.profile)
+    return accel_warnings(configs, context)
+

@@ -16,7 +16,7 @@ from typing import Any
 from genaccel.accel import apply_techniques
 from genaccel.artifacts import artifact_locations, write_audio, write_png, write_video
 from genaccel.artifacts.storage import LocalArtifacts, artifact_store
-from genaccel.errors import GenAccelError, JobCancelled, JobInterrupted
+from genaccel.errors import GenAccelError, JobCancelled, JobInterrupted, TechniqueRemoveFailed
 from genaccel.events import EventName, JobEvent, Listener
 from genaccel.settings import Settings
 from genaccel.spec import Artifact, Job, JobError, JobRequest
@@ -170,7 +170,13 @@ class JobRunner:
                 outputs = self._generate(pipe, adapter, batch, techniques)
                 run_s = round(time.perf_counter() - t1, 4)
             finally:
-                techniques.remove()  # the cached pipeline is clean for the next job
+                try:
+                    techniques.remove()  # the cached pipeline is clean for the next job
+                except TechniqueRemoveFailed as exc:  # it is not: drop it, the next job loads a fresh one
+                    self.cache.evict(key)
+                    for j in batch.active:
+                        warned = self.store.get(j.id).metadata.get("warnings", [])
+                        self.store.update_metadata(j.id, {"warnings": [*warned, exc.message]})
         out: dict[str, list[Artifact]] = {}
         for j in batch.active:
             t2 = time.perf_counter()

@@ -11,7 +11,7 @@ import torch
 from genaccel.accel import apply_techniques, check_family, parse_technique
 from genaccel.accel.deepcache import DeepCacheConfig, _deep_modules
 from genaccel.accel.levers import VAETiling
-from genaccel.errors import InvalidRequest
+from genaccel.errors import InvalidRequest, TechniqueAlreadyApplied
 from genaccel.settings import Settings
 from genaccel.spec import JobRequest, TechniqueSpec
 from pipelines.prepare import prepare_request
@@ -82,7 +82,7 @@ def test_batch_shape_change_recomputes(tiny_sd) -> None:  # type: ignore[no-unty
 
 def test_apply_twice_is_refused(tiny_sd) -> None:  # type: ignore[no-untyped-def]
     handle = apply_techniques(tiny_sd, [DeepCacheConfig()])
-    with pytest.raises(ValueError, match="already enabled"):
+    with pytest.raises(TechniqueAlreadyApplied, match="technique deepcache is already applied"):
         apply_techniques(tiny_sd, [DeepCacheConfig()])
     handle.remove()
     assert hooked(tiny_sd.unet) == []

@@ -18,6 +18,7 @@ from genaccel.settings import Settings
 from genaccel.spec import JobRequest, TechniqueSpec
 from pipelines.prepare import prepare_request
 from pipelines.registry import ModelRegistry
+from tests.conftest import hooked
 
 CONFIGS = [FirstBlockCache(threshold=0.5), PyramidAttentionBroadcast(skip=2, window_low=0, window_high=1000),
            TaylorSeer(interval=2, warmup=2), FasterCache(window_high=1000, uncond_window_high=1000, uncond_skip=3),
@@ -82,6 +83,7 @@ def test_three_runs(dit: Any, config: Any) -> None:
     np.testing.assert_array_equal(fast, again)  # reset: a second job sees no state from the first
     np.testing.assert_allclose(after, base, atol=1e-4)
     assert hook_names(dit.transformer) == []
+    assert hooked(dit.transformer) == []  # no empty registry, no instance forward left behind
 
 
 def test_first_block_cache_decides_per_sample(dit: Any) -> None:

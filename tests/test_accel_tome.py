@@ -11,7 +11,7 @@ import torch
 from genaccel.accel import apply_techniques, parse_technique
 from genaccel.accel.todo import ToDoConfig, downsample_tokens
 from genaccel.accel.tome import ToMeConfig
-from genaccel.errors import InvalidRequest
+from genaccel.errors import InvalidRequest, TechniqueAlreadyApplied
 from genaccel.settings import Settings
 from genaccel.spec import JobRequest, TechniqueSpec
 from pipelines.prepare import prepare_request
@@ -125,7 +125,7 @@ def test_downsampling_is_a_nearest_neighbour_grid_pick() -> None:
 @pytest.mark.parametrize("config", [ToMeConfig(), ToDoConfig()], ids=["tome", "todo"])
 def test_apply_twice_is_refused(sd4, config: Any) -> None:  # type: ignore[no-untyped-def]
     handle = apply_techniques(sd4, [config])
-    with pytest.raises(ValueError, match="already enabled"):
+    with pytest.raises(TechniqueAlreadyApplied, match=rf"technique {config.name} is already applied"):
         apply_techniques(sd4, [config])
     handle.remove()
     assert hooked(sd4.unet) == []
@@ -146,7 +146,7 @@ def test_bad_options_and_family(settings: Settings) -> None:
     for name in ("tome", "todo"):
         request = JobRequest.from_flat({"prompt": "x", "model": "tiny-dit", "techniques": [{"name": name}]})
         with pytest.raises(InvalidRequest, match=rf"techniques='{name}' is invalid: does not fit the image-dit "
-                                                 r"denoiser family .*fix: .*flexdit"):
+                                                 r"denoiser family .*fix: .*token-density control \(density\)"):
             prepare_request(request, registry, settings)
 
 

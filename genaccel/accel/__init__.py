@@ -1,4 +1,5 @@
-"""Acceleration techniques: each a frozen Config plus ``apply(pipe, config) -> Handle``.
+"""Acceleration techniques: each a frozen Config plus ``apply(pipe, config) -> Handle``, installed
+through ``hooks.patching`` and checked before queueing by ``rules.check_techniques``.
 
 Importing this package registers every built-in technique.
 """
@@ -12,13 +13,9 @@ from genaccel.accel import shallow as shallow
 from genaccel.accel import solver as solver
 from genaccel.accel import todo as todo
 from genaccel.accel import tome as tome
-from genaccel.accel.base import (
-    Handle,
-    TechniqueSet,
-    apply_techniques,
-    check_family,
-    parse_technique,
-    technique_names,
-)
+from genaccel.accel.base import Handle, TechniqueSet, apply_techniques, parse_technique, technique_names
+from genaccel.accel.hooks import applied
+from genaccel.accel.rules import RequestContext, check_family, check_techniques, technique_warnings
 
-__all__ = ["Handle", "TechniqueSet", "apply_techniques", "check_family", "parse_technique", "technique_names"]
+__all__ = ["Handle", "RequestContext", "TechniqueSet", "applied", "apply_techniques", "check_family",
+           "check_techniques", "parse_technique", "technique_names", "technique_warnings"]

@@ -2,9 +2,10 @@
 
 A technique is a frozen dataclass Config with a class-level ``name`` and the denoiser
 ``families`` it fits, plus an apply function registered with ``@technique(Config)`` that
-patches one pipeline *instance* (hooks, never classes) and returns a ``Handle``. ``remove()``
-restores the pipeline exactly; ``reset()`` clears per-job state. Dispatch is a dict lookup from
-config type to apply function, so adding a technique touches no other file.
+patches one pipeline *instance* through ``hooks.patching`` (hooks, never classes) and returns a
+``Handle``. ``remove()`` restores the pipeline exactly; ``reset()`` clears per-job state.
+Dispatch is a dict lookup from config type to apply function, so adding a technique touches no
+other file. What may be combined, and on which models, is in ``rules``, beside each Config.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from genaccel.errors import InvalidRequest
+from genaccel.accel.hooks import CALL_WRAPPERS as CALL_WRAPPERS
+from genaccel.accel.hooks import CallWrapper as CallWrapper
+from genaccel.accel.hooks import add_call_wrapper as add_call_wrapper
+from genaccel.accel.hooks import call_wrappers as call_wrappers
+from genaccel.accel.rules import label
+from genaccel.errors import GenAccelError, InvalidRequest, TechniqueFailed, TechniqueRemoveFailed
+from genaccel.families import Family
 from genaccel.spec import TechniqueSpec
 
 
@@ -29,8 +36,8 @@ class Handle(Protocol):
 
 class TechniqueConfig(Protocol):
     name: ClassVar[str]
-    families: ClassVar[tuple[str, ...]]
-    alternatives: ClassVar[dict[str, str]]
+    families: ClassVar[tuple[Family, ...]]
+    alternatives: ClassVar[dict[Family, str]]
     """For a family the technique does not fit: what to use there instead."""
 
 
@@ -70,30 +77,6 @@ def parse_technique(spec: TechniqueSpec) -> Any:
                              f"see the options of {spec.name} in `genaccel profiles`") from None
 
 
-def check_family(config: Any, family: str) -> None:
-    """Refuse a technique that does not fit the model's denoiser family, naming an alternative."""
-    if family in config.families:
-        return
-    alternative = config.alternatives.get(family, "pick a profile for this model (see `genaccel profiles`)")
-    raise InvalidRequest("techniques", config.name, f"does not fit the {family} denoiser family "
-                         f"(it fits {', '.join(config.families)})", alternative)
-
-
-class Undo:
-    """A ``Handle`` for a patch without per-job state: ``remove()`` runs ``undo`` once."""
-
-    def __init__(self, undo: Callable[[], None] | None = None) -> None:
-        self.undo = undo
-
-    def reset(self) -> None:
-        pass
-
-    def remove(self) -> None:
-        if self.undo is not None:
-            self.undo()
-            self.undo = None
-
-
 class TechniqueSet:
     """The handles of several techniques applied in order; removed in reverse order."""
 
@@ -105,48 +88,52 @@ class TechniqueSet:
             handle.reset()
 
     def remove(self) -> None:
-        while self.handles:
-            self.handles.pop().remove()
+        """Remove every technique, newest first. Every one is tried even when one raises; then
+        ``TechniqueRemoveFailed`` says the pipeline may not be clean (evict it from the cache)."""
+        failed: list[tuple[str, BaseException]] = []
+        handles, self.handles = self.handles, []
+        for i in reversed(range(len(handles))):
+            try:
+                handles[i].remove()
+            except Exception as exc:
+                name = label(self.configs[i]) if i < len(self.configs) else type(handles[i]).__name__
+                failed.append((name, exc))
+        if len(failed) == 1 and isinstance(failed[0][1], TechniqueRemoveFailed):
+            raise failed[0][1]
+        if failed:
+            detail = "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in failed)
+            raise TechniqueRemoveFailed([name for name, _ in failed], detail) from failed[0][1]
 
     def describe(self) -> list[dict[str, Any]]:
         return [{"name": c.name, **dataclasses.asdict(c)} for c in self.configs]
 
 
 def apply_techniques(pipe: Any, configs: Sequence[Any]) -> TechniqueSet:
-    """Apply ``configs`` in order; on failure, undo what was applied and re-raise."""
-    handles: list[Handle] = []
-    try:
-        for config in configs:
+    """Apply ``configs`` in order. If one raises, the ones applied before it are removed (it has
+    removed its own partial work) and the error propagates: a ``GenAccelError`` as it is, any other
+    error as ``TechniqueFailed`` naming the technique; ``TechniqueRemoveFailed`` if taking anything
+    off failed too (the pipeline is then not clean).
+
+    Example:
+        >>> techniques = apply_techniques(pipe, [SolverConfig(), DeepCacheConfig(interval=2)])
+        >>> techniques.reset(); image = pipe("a red circle").images[0]
+        >>> techniques.remove()
+    """
+    done = TechniqueSet([], [])
+    for config in configs:
+        try:
             apply = _APPLY.get(type(config))
             if apply is None:
                 raise TypeError(f"no apply function registered for {type(config).__name__}")
-            handles.append(apply(pipe, config))
-    except BaseException:
-        TechniqueSet(handles, []).remove()
-        raise
-    return TechniqueSet(handles, configs)
-
-
-CALL_WRAPPERS = "_genaccel_call_wrappers"
-CallWrapper = Callable[[Callable[..., Any]], Callable[..., Any]]
-
-
-def call_wrappers(pipe: Any) -> list[CallWrapper]:
-    """Wrappers techniques put around the pipeline call of ``pipe`` (``pipelines.image`` applies
-    them, innermost first): for techniques that need the call's arguments (guidance scale, step
-    count) or change the call itself (shallow start)."""
-    return list(getattr(pipe, CALL_WRAPPERS, ()))
-
-
-def add_call_wrapper(pipe: Any, wrapper: CallWrapper) -> Callable[[], None]:
-    """Install ``wrapper`` on ``pipe``; returns the function that takes it off again."""
-    setattr(pipe, CALL_WRAPPERS, [*call_wrappers(pipe), wrapper])
-
-    def remove() -> None:
-        rest = [w for w in call_wrappers(pipe) if w is not wrapper]
-        if rest:
-            setattr(pipe, CALL_WRAPPERS, rest)
-        elif hasattr(pipe, CALL_WRAPPERS):
-            delattr(pipe, CALL_WRAPPERS)
-
-    return remove
+            handle = apply(pipe, config)
+        except BaseException as exc:
+            done.remove()  # raises TechniqueRemoveFailed, chained to exc, if the pipeline stays dirty
+            if isinstance(exc, GenAccelError) or not isinstance(exc, Exception):
+                raise
+            detail = (str(exc).splitlines() or [""])[0][:300]
+            raise TechniqueFailed(label(config), f"failed while being applied to {type(pipe).__name__} "
+                                  f"({type(exc).__name__}: {detail})",
+                                  f"run the request without {label(config)} and report this error") from exc
+        done.handles.append(handle)
+        done.configs.append(config)
+    return done

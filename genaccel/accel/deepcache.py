@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 
 from genaccel.accel.base import technique
+from genaccel.accel.hooks import Patches, patching
+from genaccel.accel.rules import few_steps_warning, warns
+from genaccel.families import DITS, Family
 
 HOOK = "genaccel_deepcache"
 
@@ -39,10 +42,9 @@ class DeepCacheConfig:
     interval: int = 3
     branch: int = 0
     name: ClassVar[str] = "deepcache"
-    families: ClassVar[tuple[str, ...]] = ("sd-unet", "sdxl-unet", "video-unet")
-    alternatives: ClassVar[dict[str, str]] = {
-        "image-dit": "use a DiT cache instead: first-block cache, PAB, TaylorSeer or MagCache",
-    }
+    families: ClassVar[tuple[Family, ...]] = (Family.SD_UNET, Family.SDXL_UNET, Family.VIDEO_UNET)
+    alternatives: ClassVar[dict[Family, str]] = dict.fromkeys(
+        DITS, "use a DiT cache instead: first-block cache, PAB, TaylorSeer or MagCache")
 
     def __post_init__(self) -> None:
         if not 1 <= self.interval <= 50:
@@ -135,33 +137,27 @@ def _deep_modules(unet: Any, branch: int) -> list[torch.nn.Module]:
 
 
 class DeepCacheHandle:
-    def __init__(self, unet: Any, modules: list[torch.nn.Module], state: _State) -> None:
-        self.unet, self.modules, self.state = unet, modules, state
+    def __init__(self, patches: Patches, unet: Any, modules: list[torch.nn.Module], state: _State) -> None:
+        self.patches, self.unet, self.modules, self.state = patches, unet, modules, state
 
     def reset(self) -> None:
         self.state.reset()
 
     def remove(self) -> None:
-        for module in [self.unet, *self.modules]:
-            registry = getattr(module, "_diffusers_hook", None)
-            if registry is None:
-                continue
-            registry.remove_hook(HOOK, recurse=False)
-            if not registry.hooks:  # leave the module as it was: no instance forward, no registry
-                module.__dict__.pop("forward", None)
-                del module._diffusers_hook
+        self.patches.undo()
         self.state.reset()
 
 
 @technique(DeepCacheConfig)
 def apply_deepcache(pipe: Any, config: DeepCacheConfig) -> DeepCacheHandle:
     unet = pipe.unet
-    registry = HookRegistry.check_if_exists_or_initialize(unet)
-    if registry.get_hook(HOOK) is not None:
-        raise ValueError("DeepCache is already enabled on this UNet; remove it first")
     state = _State()
     modules = _deep_modules(unet, config.branch)
-    registry.register_hook(_StepHook(state, config.interval), HOOK)
-    for key, module in enumerate(modules):
-        HookRegistry.check_if_exists_or_initialize(module).register_hook(_ReuseHook(state, key), HOOK)
-    return DeepCacheHandle(unet, modules, state)
+    with patching(pipe, config) as patches:
+        patches.hook(unet, _StepHook(state, config.interval), HOOK)
+        for key, module in enumerate(modules):
+            patches.hook(module, _ReuseHook(state, key), HOOK)
+    return DeepCacheHandle(patches, unet, modules, state)
+
+
+warns(DeepCacheConfig)(few_steps_warning)

@@ -26,11 +26,17 @@ import torch
 import torch.nn.functional as F
 
 from genaccel.accel.base import technique
+from genaccel.accel.hooks import Patches, patching
+from genaccel.accel.rules import RequestContext, checks
 from genaccel.errors import InvalidRequest
+from genaccel.families import UNETS, Family
 
 log = logging.getLogger(__name__)
 SUPPORTED = ("PixArtTransformer2DModel", "DiTTransformer2DModel")
 """Transformers whose blocks take and return the image tokens alone, in row-major patch order."""
+PIPELINES = {"PixArtAlphaPipeline": "PixArtTransformer2DModel", "PixArtSigmaPipeline": "PixArtTransformer2DModel",
+             "DiTPipeline": "DiTTransformer2DModel"}
+"""Pipelines whose transformer is one of ``SUPPORTED`` (for the check before a model is loaded)."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,8 @@ class FlexDensity:
     pool: int = 2
     threshold: int = 600
     name: ClassVar[str] = "density"
-    families: ClassVar[tuple[str, ...]] = ("image-dit",)
-    alternatives: ClassVar[dict[str, str]] = {"sd-unet": "use tome or todo for UNets",
-                                              "sdxl-unet": "use tome or todo for UNets"}
+    families: ClassVar[tuple[Family, ...]] = (Family.IMAGE_DIT,)
+    alternatives: ClassVar[dict[Family, str]] = dict.fromkeys(UNETS, "use tome or todo for UNets")
 
     def __post_init__(self) -> None:
         if self.pool not in (2, 4):
@@ -76,16 +81,20 @@ def _pool(tokens: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
 
 
 class _DensityHandle:
-    def __init__(self, state: _State, hooks: list[Any]) -> None:
-        self.state, self.hooks = state, hooks
+    def __init__(self, patches: Patches, state: _State) -> None:
+        self.patches, self.state = patches, state
 
     def reset(self) -> None:
         self.state.grid = None
         self.state.pooled_calls = 0
 
     def remove(self) -> None:
-        while self.hooks:
-            self.hooks.pop().remove()
+        self.patches.undo()
+
+
+def _unsupported(name: str) -> InvalidRequest:
+    return InvalidRequest("techniques", "density", f"does not fit the transformer {name}",
+                          f"it supports {', '.join(SUPPORTED)}; use taylorseer or fbcache there")
 
 
 @technique(FlexDensity)
@@ -93,8 +102,7 @@ def apply_density(pipe: Any, config: FlexDensity) -> _DensityHandle:
     transformer = getattr(pipe, "transformer", None)
     name = type(transformer).__name__
     if transformer is None or name not in SUPPORTED:
-        raise InvalidRequest("techniques", "density", f"does not fit the transformer {name}",
-                             f"it supports {', '.join(SUPPORTED)}; use taylorseer or fbcache there")
+        raise _unsupported(name)
     state = _State(config, int(transformer.config.patch_size))
     t_index = list(inspect.signature(transformer.forward).parameters).index("timestep")
 
@@ -110,7 +118,16 @@ def apply_density(pipe: Any, config: FlexDensity) -> _DensityHandle:
             return None
         return args, {**kwargs, "encoder_hidden_states": _pool(tokens, state.grid, config.pool)}
 
-    hooks = [transformer.register_forward_pre_hook(on_call, with_kwargs=True)]
-    for block in transformer.transformer_blocks:
-        hooks.append(block.attn1.register_forward_pre_hook(pooled_keys, with_kwargs=True))
-    return _DensityHandle(state, hooks)
+    with patching(pipe, config) as patches:
+        patches.torch_hook(transformer.register_forward_pre_hook(on_call, with_kwargs=True))
+        for block in transformer.transformer_blocks:
+            patches.torch_hook(block.attn1.register_forward_pre_hook(pooled_keys, with_kwargs=True))
+    return _DensityHandle(patches, state)
+
+
+@checks(FlexDensity)
+def check_density(config: FlexDensity, context: RequestContext) -> None:
+    """Refuse a model whose transformer density does not support, where its folder or pipeline says so."""
+    name = context.component_class("transformer") or PIPELINES.get(context.pipeline_class)
+    if name is not None and name not in SUPPORTED:
+        raise _unsupported(name)

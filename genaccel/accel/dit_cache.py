@@ -15,8 +15,10 @@ hook on the transformer instance:
   context, so each keeps its own residuals and decisions;
 * a **reset** before every job (``Handle.reset``), so no state leaks between jobs.
 
-FasterCache assumes batches of unconditional and conditional halves; requests without
-classifier-free guidance are refused with it before they run (``pipelines.prepare``).
+One request uses one of them (``exclusive``: they share the context hook). FasterCache assumes
+batches of unconditional and conditional halves, so requests without classifier-free guidance are
+refused with it before they are queued; so is MagCache for a model without calibrated ratios
+(the ``@checks`` below).
 
 Non-public diffusers names used here (pinned by ``tests/test_accel_dit_cache.py`` and the
 ``diffusers<0.43`` requirement): ``diffusers.hooks.hooks.CacheContext`` and
@@ -57,13 +59,18 @@ from diffusers.hooks.pyramid_attention_broadcast import (
 )
 from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK, TaylorSeerCacheConfig, apply_taylorseer_cache
 
-from genaccel.accel.base import add_call_wrapper, technique
+from genaccel.accel.base import technique
 from genaccel.accel.calibration import magcache_ratios, model_folder
+from genaccel.accel.hooks import Patches, patching
+from genaccel.accel.rules import RequestContext, checks, few_steps_warning, warns
 from genaccel.errors import InvalidRequest
+from genaccel.families import DITS, UNETS, Family
 
 CONTEXT_HOOK = "genaccel_dit_context"
-DIT_FAMILIES = ("image-dit", "video-dit", "audio-dit")
-UNET_ALTERNATIVE = {"sd-unet": "use deepcache for UNets", "sdxl-unet": "use deepcache for UNets"}
+DIT_FAMILIES: tuple[Family, ...] = DITS
+"""Every transformer denoiser, the speech decoders included."""
+UNET_ALTERNATIVE: dict[Family, str] = dict.fromkeys((*UNETS, Family.VIDEO_UNET), "use deepcache for UNets")
+EXCLUSIVE = "DiT caches"
 
 
 @dataclass(frozen=True)
@@ -80,8 +87,9 @@ class FirstBlockCache:
     threshold: float = 0.08
     per_sample: bool = True
     name: ClassVar[str] = "fbcache"
-    families: ClassVar[tuple[str, ...]] = DIT_FAMILIES
-    alternatives: ClassVar[dict[str, str]] = UNET_ALTERNATIVE
+    families: ClassVar[tuple[Family, ...]] = DIT_FAMILIES
+    alternatives: ClassVar[dict[Family, str]] = UNET_ALTERNATIVE
+    exclusive: ClassVar[str] = EXCLUSIVE
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
@@ -103,8 +111,9 @@ class PyramidAttentionBroadcast:
     window_low: int = 100
     window_high: int = 800
     name: ClassVar[str] = "pab"
-    families: ClassVar[tuple[str, ...]] = DIT_FAMILIES
-    alternatives: ClassVar[dict[str, str]] = UNET_ALTERNATIVE
+    families: ClassVar[tuple[Family, ...]] = DIT_FAMILIES
+    alternatives: ClassVar[dict[Family, str]] = UNET_ALTERNATIVE
+    exclusive: ClassVar[str] = EXCLUSIVE
 
     def __post_init__(self) -> None:
         if not 2 <= self.skip <= 10:
@@ -128,8 +137,9 @@ class TaylorSeer:
     warmup: int = 3
     order: int = 1
     name: ClassVar[str] = "taylorseer"
-    families: ClassVar[tuple[str, ...]] = DIT_FAMILIES
-    alternatives: ClassVar[dict[str, str]] = UNET_ALTERNATIVE
+    families: ClassVar[tuple[Family, ...]] = DIT_FAMILIES
+    alternatives: ClassVar[dict[Family, str]] = UNET_ALTERNATIVE
+    exclusive: ClassVar[str] = EXCLUSIVE
 
     def __post_init__(self) -> None:
         if not 1 <= self.interval <= 20:
@@ -162,8 +172,9 @@ class FasterCache:
     uncond_window_high: int = 641
     attention_weight: float = 0.3
     name: ClassVar[str] = "fastercache"
-    families: ClassVar[tuple[str, ...]] = DIT_FAMILIES
-    alternatives: ClassVar[dict[str, str]] = UNET_ALTERNATIVE
+    families: ClassVar[tuple[Family, ...]] = DIT_FAMILIES
+    alternatives: ClassVar[dict[Family, str]] = UNET_ALTERNATIVE
+    exclusive: ClassVar[str] = EXCLUSIVE
 
     def __post_init__(self) -> None:
         if not 2 <= self.skip <= 10 or not 2 <= self.uncond_skip <= 20:
@@ -193,8 +204,9 @@ class MagCache:
     retention: float = 0.2
     ratios: tuple[float, ...] = ()
     name: ClassVar[str] = "magcache"
-    families: ClassVar[tuple[str, ...]] = DIT_FAMILIES
-    alternatives: ClassVar[dict[str, str]] = UNET_ALTERNATIVE
+    families: ClassVar[tuple[Family, ...]] = DIT_FAMILIES
+    alternatives: ClassVar[dict[Family, str]] = UNET_ALTERNATIVE
+    exclusive: ClassVar[str] = EXCLUSIVE
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
@@ -267,40 +279,35 @@ def _concat(outputs: list[Any]) -> Any:
 
 
 class _DiTCacheHandle:
-    def __init__(self, transformer: torch.nn.Module, hook_names: tuple[str, ...], context: _ContextHook) -> None:
-        self.transformer, self.hook_names, self.context = transformer, hook_names, context
-        self.undo_wrapper: Any = None
+    def __init__(self, patches: Patches, transformer: torch.nn.Module, context: _ContextHook) -> None:
+        self.patches, self.transformer, self.context = patches, transformer, context
 
     def reset(self) -> None:
         HookRegistry.check_if_exists_or_initialize(self.transformer).reset_stateful_hooks(recurse=True)
         self.context.reset_state(self.transformer)
 
     def remove(self) -> None:
-        registry = HookRegistry.check_if_exists_or_initialize(self.transformer)
-        registry.remove_hook(CONTEXT_HOOK, recurse=False)
-        for name in self.hook_names:
-            registry.remove_hook(name, recurse=True)
-        registry.invalidate_child_registries_cache()
-        if self.undo_wrapper is not None:
-            self.undo_wrapper()
-            self.undo_wrapper = None
+        self.patches.undo()
 
 
-def _install(pipe: Any, apply: Any, hook_names: tuple[str, ...], per_sample: bool) -> _DiTCacheHandle:
+def _install(pipe: Any, config: Any, apply: Any, hook_names: tuple[str, ...], per_sample: bool,
+             wrapper: Any = None) -> _DiTCacheHandle:
     transformer = getattr(pipe, "transformer", None)
     if transformer is None:
         raise TypeError(f"{type(pipe).__name__} has no transformer to cache")
     context = _ContextHook(per_sample)
-    apply(transformer, context)
-    registry = HookRegistry.check_if_exists_or_initialize(transformer)
-    registry.invalidate_child_registries_cache()
-    registry.register_hook(context, CONTEXT_HOOK)  # registered last: outermost
-    return _DiTCacheHandle(transformer, hook_names, context)
+    with patching(pipe, config) as patches:
+        patches.diffusers_hooks(transformer, lambda: apply(transformer, context), hook_names)
+        patches.hook(transformer, context, CONTEXT_HOOK)  # registered last: outermost
+        if wrapper is not None:
+            patches.call_wrapper(wrapper)
+    return _DiTCacheHandle(patches, transformer, context)
 
 
 @technique(FirstBlockCache)
 def apply_fbcache(pipe: Any, config: FirstBlockCache) -> _DiTCacheHandle:
-    return _install(pipe, lambda tr, _: apply_first_block_cache(tr, FirstBlockCacheConfig(threshold=config.threshold)),
+    return _install(pipe, config,
+                    lambda tr, _: apply_first_block_cache(tr, FirstBlockCacheConfig(threshold=config.threshold)),
                     (_FBC_LEADER_BLOCK_HOOK, _FBC_BLOCK_HOOK), config.per_sample)
 
 
@@ -313,7 +320,7 @@ def apply_pab(pipe: Any, config: PyramidAttentionBroadcast) -> _DiTCacheHandle:
             current_timestep_callback=lambda: context.timestep,
         ))
 
-    return _install(pipe, apply, (_PYRAMID_ATTENTION_BROADCAST_HOOK,), per_sample=False)
+    return _install(pipe, config, apply, (_PYRAMID_ATTENTION_BROADCAST_HOOK,), per_sample=False)
 
 
 @technique(TaylorSeer)
@@ -326,13 +333,13 @@ def apply_taylorseer(pipe: Any, config: TaylorSeer) -> _DiTCacheHandle:
             cache_identifiers=[r"^(transformer_blocks|blocks|single_transformer_blocks)\.\d+$"],
         ))
 
-    return _install(pipe, apply, (_TAYLORSEER_CACHE_HOOK,), per_sample=False)
+    return _install(pipe, config, apply, (_TAYLORSEER_CACHE_HOOK,), per_sample=False)
 
 
 @technique(FasterCache)
 def apply_fastercache(pipe: Any, config: FasterCache) -> _DiTCacheHandle:
-    """Requests without classifier-free guidance are refused before this runs (``prepare``): its
-    hooks assume batches of unconditional and conditional halves."""
+    """Requests without classifier-free guidance are refused before this runs (``check_fastercache``):
+    its hooks assume batches of unconditional and conditional halves."""
 
     def apply(transformer: torch.nn.Module, context: _ContextHook) -> None:
         apply_faster_cache(transformer, FasterCacheConfig(
@@ -344,7 +351,7 @@ def apply_fastercache(pipe: Any, config: FasterCache) -> _DiTCacheHandle:
             tensor_format="BCHW", current_timestep_callback=lambda: int(context.timestep),
         ))
 
-    return _install(pipe, apply, (_FASTER_CACHE_DENOISER_HOOK, _FASTER_CACHE_BLOCK_HOOK), per_sample=False)
+    return _install(pipe, config, apply, (_FASTER_CACHE_DENOISER_HOOK, _FASTER_CACHE_BLOCK_HOOK), per_sample=False)
 
 
 @technique(MagCache)
@@ -360,8 +367,6 @@ def apply_magcache(pipe: Any, config: MagCache) -> _DiTCacheHandle:
     def apply(transformer: torch.nn.Module, _: _ContextHook) -> None:
         apply_mag_cache(transformer, mag)
 
-    handle = _install(pipe, apply, (_MAG_CACHE_LEADER_BLOCK_HOOK, _MAG_CACHE_BLOCK_HOOK), per_sample=False)
-
     def at_this_step_count(call: Any) -> Any:  # the curve is stretched to each call's step count
         def run(**kwargs: Any) -> Any:
             steps = int(kwargs.get("num_inference_steps") or len(curve))
@@ -370,5 +375,26 @@ def apply_magcache(pipe: Any, config: MagCache) -> _DiTCacheHandle:
             return call(**kwargs)
         return run
 
-    handle.undo_wrapper = add_call_wrapper(pipe, at_this_step_count)
-    return handle
+    return _install(pipe, config, apply, (_MAG_CACHE_LEADER_BLOCK_HOOK, _MAG_CACHE_BLOCK_HOOK), per_sample=False,
+                    wrapper=at_this_step_count)
+
+
+@checks(FasterCache)
+def check_fastercache(config: FasterCache, context: RequestContext) -> None:
+    if context.guidance_scale <= 1:
+        raise InvalidRequest("techniques", "fastercache", f"needs classifier-free guidance and guidance_scale="
+                             f"{context.guidance_scale:g} runs none",
+                             "use fbcache or taylorseer, or pass --guidance above 1")
+
+
+@checks(MagCache)
+def check_magcache(config: MagCache, context: RequestContext) -> None:
+    if config.ratios or magcache_ratios(context.location, context.settings) is not None:
+        return
+    how = (f"run `genaccel calibrate --model {context.model}` once" if context.location is not None
+           else "pass ratios (built-in models have no folder to calibrate)")
+    raise InvalidRequest("techniques", "magcache", f"has no calibrated ratios for {context.model or 'this model'}",
+                         f"{how}, or use fbcache or taylorseer")
+
+
+warns(FirstBlockCache, PyramidAttentionBroadcast, TaylorSeer)(few_steps_warning)

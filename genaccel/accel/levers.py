@@ -6,15 +6,17 @@ warning and changes nothing, so a profile that asks for it still runs everywhere
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from genaccel.accel.base import Undo, technique
+from genaccel.accel.base import technique
+from genaccel.accel.hooks import Patched, patching
+from genaccel.families import ALL_FAMILIES, Family
 
 log = logging.getLogger(__name__)
-ALL_FAMILIES = ("sd-unet", "sdxl-unet", "video-unet", "image-dit", "video-dit", "audio-dit", "other")
 CUDA_ONLY = {"xformers", "flash", "flash_varlen", "sage", "_native_flash", "_native_efficient", "_native_cudnn"}
 BACKENDS = ("native", "_native_math", "flex", *sorted(CUDA_ONLY))
 
@@ -28,21 +30,24 @@ class ChannelsLast:
     """Denoiser and VAE in channels-last memory format (faster convolutions on most GPUs)."""
 
     name: ClassVar[str] = "channels_last"
-    families: ClassVar[tuple[str, ...]] = ALL_FAMILIES
-    alternatives: ClassVar[dict[str, str]] = {}
+    families: ClassVar[tuple[Family, ...]] = ALL_FAMILIES
+    alternatives: ClassVar[dict[Family, str]] = {}
 
 
 @technique(ChannelsLast)
-def apply_channels_last(pipe: Any, config: ChannelsLast) -> Undo:
+def apply_channels_last(pipe: Any, config: ChannelsLast) -> Patched:
     modules = [m for m in (_denoiser(pipe), getattr(pipe, "vae", None)) if isinstance(m, torch.nn.Module)]
-    for m in modules:
-        m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
-    def undo() -> None:
+    with patching(pipe, config) as patches:
         for m in modules:
-            m.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+            patches.on_undo(f"{type(m).__name__} back to contiguous", _contiguous(m))
+            m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return Patched(patches)
 
-    return Undo(undo)
+
+def _contiguous(module: torch.nn.Module) -> Callable[[], None]:
+    def undo() -> None:
+        module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    return undo
 
 
 @dataclass(frozen=True)
@@ -50,28 +55,24 @@ class VAETiling:
     """Decode (and encode) in tiles and one image at a time: large images fit in less memory."""
 
     name: ClassVar[str] = "vae_tiling"
-    families: ClassVar[tuple[str, ...]] = ALL_FAMILIES
-    alternatives: ClassVar[dict[str, str]] = {}
+    families: ClassVar[tuple[Family, ...]] = ALL_FAMILIES
+    alternatives: ClassVar[dict[Family, str]] = {}
 
 
 @technique(VAETiling)
-def apply_vae_tiling(pipe: Any, config: VAETiling) -> Undo:
+def apply_vae_tiling(pipe: Any, config: VAETiling) -> Patched:
     vae = getattr(pipe, "vae", None)
-    if vae is None or not hasattr(vae, "enable_tiling"):
-        log.warning("vae_tiling: %s has no VAE that tiles; nothing changed", type(pipe).__name__)
-        return Undo()
-    was_tiling, was_slicing = bool(getattr(vae, "use_tiling", False)), bool(getattr(vae, "use_slicing", False))
-    vae.enable_tiling()
-    if hasattr(vae, "enable_slicing"):
-        vae.enable_slicing()
-
-    def undo() -> None:
-        if not was_tiling:
-            vae.disable_tiling()
-        if not was_slicing and hasattr(vae, "disable_slicing"):
-            vae.disable_slicing()
-
-    return Undo(undo)
+    with patching(pipe, config) as patches:
+        if vae is None or not hasattr(vae, "enable_tiling"):
+            log.warning("vae_tiling: %s has no VAE that tiles; nothing changed", type(pipe).__name__)
+            return Patched(patches)
+        if not getattr(vae, "use_tiling", False):
+            patches.on_undo("VAE tiling", vae.disable_tiling)
+            vae.enable_tiling()
+        if hasattr(vae, "enable_slicing") and not getattr(vae, "use_slicing", False):
+            patches.on_undo("VAE slicing", vae.disable_slicing)
+            vae.enable_slicing()
+    return Patched(patches)
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,8 @@ class AttentionBackend:
 
     backend: str = "native"
     name: ClassVar[str] = "attention"
-    families: ClassVar[tuple[str, ...]] = ALL_FAMILIES
-    alternatives: ClassVar[dict[str, str]] = {}
+    families: ClassVar[tuple[Family, ...]] = ALL_FAMILIES
+    alternatives: ClassVar[dict[Family, str]] = {}
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -105,15 +106,26 @@ def backend_unavailable(backend: str) -> str | None:
 
 
 @technique(AttentionBackend)
-def apply_attention_backend(pipe: Any, config: AttentionBackend) -> Undo:
+def apply_attention_backend(pipe: Any, config: AttentionBackend) -> Patched:
     denoiser = _denoiser(pipe)
     why = backend_unavailable(config.backend)
-    if why or denoiser is None or not hasattr(denoiser, "set_attention_backend"):
-        log.warning("attention backend %s %s; keeping the default", config.backend,
-                    why or f"is not settable on {type(pipe).__name__}")
-        return Undo()
-    denoiser.set_attention_backend(config.backend)
-    return Undo(denoiser.reset_attention_backend)
+    with patching(pipe, config) as patches:
+        if why or denoiser is None or not hasattr(denoiser, "set_attention_backend"):
+            log.warning("attention backend %s %s; keeping the default", config.backend,
+                        why or f"is not settable on {type(pipe).__name__}")
+            return Patched(patches)
+        patches.on_undo("the attention backend", denoiser.reset_attention_backend)
+        denoiser.set_attention_backend(config.backend)
+    return Patched(patches)
+
+
+def _restore_call(block: torch.nn.Module) -> Callable[[], None]:
+    """Undo ``block.compile()``: its ``_compiled_call_impl`` as before (``None``: the plain forward)."""
+    prior = block._compiled_call_impl
+
+    def undo() -> None:
+        block._compiled_call_impl = prior
+    return undo
 
 
 DEFAULT_REGIONS = ("BasicTransformerBlock", "ResnetBlock2D")
@@ -137,8 +149,8 @@ class RegionalCompile:
     mode: str = "default"
     dynamic: bool = False
     name: ClassVar[str] = "compile"
-    families: ClassVar[tuple[str, ...]] = ALL_FAMILIES
-    alternatives: ClassVar[dict[str, str]] = {}
+    families: ClassVar[tuple[Family, ...]] = ALL_FAMILIES
+    alternatives: ClassVar[dict[Family, str]] = {}
 
     def __post_init__(self) -> None:
         if self.mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
@@ -157,29 +169,27 @@ def compile_unavailable(config: RegionalCompile, device: torch.device) -> str | 
 
 
 @technique(RegionalCompile)
-def apply_compile(pipe: Any, config: RegionalCompile) -> Undo:
+def apply_compile(pipe: Any, config: RegionalCompile) -> Patched:
     denoiser = _denoiser(pipe)
-    if not isinstance(denoiser, torch.nn.Module):
-        log.warning("compile: %s has no denoiser module; nothing compiled", type(pipe).__name__)
-        return Undo()
-    device = next(denoiser.parameters()).device
-    reason = compile_unavailable(config, device)
-    if reason:
-        log.warning("compile: %s; running uncompiled", reason)
-        return Undo()
-    regions = tuple(getattr(denoiser, "_repeated_blocks", None) or DEFAULT_REGIONS)
-    blocks = [m for m in denoiser.modules() if type(m).__name__ in regions]
-    if not blocks:
-        log.warning("compile: no %s blocks in %s; running uncompiled", "/".join(regions), type(denoiser).__name__)
-        return Undo()
-    options = {"backend": config.backend, "dynamic": config.dynamic}
-    if config.backend == "inductor":
-        options["mode"] = config.mode
-    for block in blocks:
-        block.compile(**options)
-
-    def undo() -> None:
+    with patching(pipe, config) as patches:
+        if not isinstance(denoiser, torch.nn.Module):
+            log.warning("compile: %s has no denoiser module; nothing compiled", type(pipe).__name__)
+            return Patched(patches)
+        device = next(denoiser.parameters()).device
+        reason = compile_unavailable(config, device)
+        if reason:
+            log.warning("compile: %s; running uncompiled", reason)
+            return Patched(patches)
+        regions = tuple(getattr(denoiser, "_repeated_blocks", None) or DEFAULT_REGIONS)
+        blocks = [m for m in denoiser.modules() if type(m).__name__ in regions]
+        if not blocks:
+            log.warning("compile: no %s blocks in %s; running uncompiled", "/".join(regions),
+                        type(denoiser).__name__)
+            return Patched(patches)
+        options = {"backend": config.backend, "dynamic": config.dynamic}
+        if config.backend == "inductor":
+            options["mode"] = config.mode
         for block in blocks:
-            block._compiled_call_impl = None  # what nn.Module.compile set: the plain forward again
-
-    return Undo(undo)
+            patches.on_undo(f"compiled {type(block).__name__}", _restore_call(block))
+            block.compile(**options)
+    return Patched(patches)

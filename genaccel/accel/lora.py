@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from genaccel.accel.base import technique
+from genaccel.accel.hooks import Patched, patching
+from genaccel.accel.rules import RequestContext, checks
 from genaccel.errors import InvalidRequest
+from genaccel.families import UNETS, Family
 from genaccel.settings import Settings
 
 MAX_LOADED = 8
@@ -41,14 +45,19 @@ class LoRAConfig:
     scale: float = 1.0
     fuse: bool = False
     name: ClassVar[str] = "lora"
-    families: ClassVar[tuple[str, ...]] = ("sd-unet", "sdxl-unet", "image-dit")
-    alternatives: ClassVar[dict[str, str]] = {}
+    families: ClassVar[tuple[Family, ...]] = (*UNETS, Family.IMAGE_DIT)
+    alternatives: ClassVar[dict[Family, str]] = {}
 
     def __post_init__(self) -> None:
         if not NAME.match(self.adapter) or ".." in self.adapter:
             raise ValueError(f"adapter={self.adapter!r} must be a name (letters, digits, _ . -), not a path")
         if not -4.0 <= self.scale <= 4.0:
             raise ValueError(f"scale={self.scale} must be between -4 and 4")
+
+    @property
+    def label(self) -> str:
+        """One request may use several adapters, each once: ``lora:NAME`` tells them apart."""
+        return f"lora:{self.adapter}"
 
 
 def lora_dirs(settings: Settings) -> list[Path]:
@@ -71,17 +80,23 @@ def resolve_lora(adapter: str, settings: Settings | None = None) -> Path:
                          "put NAME.safetensors (or a NAME/ folder) there, or set GENACCEL_LORA_DIRS")
 
 
-def lora_families(path: Path) -> tuple[str, ...]:
+def lora_families(path: Path) -> tuple[Family, ...]:
     """Denoiser families a LoRA file patches, from its tensor names (no tensors are read)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         keys = list(f.keys())
     if any(k.startswith(("unet.", "lora_unet_")) for k in keys):
-        return ("sd-unet", "sdxl-unet")
+        return UNETS
     if any(k.startswith(("transformer.", "lora_transformer_")) for k in keys):
-        return ("image-dit",)
+        return (Family.IMAGE_DIT,)
     return ()
+
+
+@checks(LoRAConfig)
+def check_lora_request(config: LoRAConfig, context: RequestContext) -> None:
+    if context.family is not None:
+        check_lora(config, context.family, context.settings or Settings())
 
 
 def check_lora(config: LoRAConfig, family: str, settings: Settings) -> None:
@@ -112,21 +127,6 @@ def _adapter_name(adapter: str) -> str:
     return "ga_" + re.sub(r"[^A-Za-z0-9_]", "_", adapter)
 
 
-class _LoRAHandle:
-    def __init__(self, pipe: Any, name: str, fused: bool) -> None:
-        self.pipe, self.name, self.fused = pipe, name, fused
-
-    def reset(self) -> None:
-        pass
-
-    def remove(self) -> None:
-        book = _Adapters.of(self.pipe)
-        if self.fused:
-            self.pipe.unfuse_lora()
-        book.active.pop(self.name, None)
-        _activate(self.pipe, book)
-
-
 def _activate(pipe: Any, book: _Adapters) -> None:
     if book.active:
         pipe.enable_lora()
@@ -135,26 +135,39 @@ def _activate(pipe: Any, book: _Adapters) -> None:
         pipe.disable_lora()
 
 
+def _deactivate(pipe: Any, book: _Adapters, name: str) -> Callable[[], None]:
+    def undo() -> None:
+        book.active.pop(name, None)
+        _activate(pipe, book)
+    return undo
+
+
 @technique(LoRAConfig)
-def apply_lora(pipe: Any, config: LoRAConfig) -> _LoRAHandle:
+def apply_lora(pipe: Any, config: LoRAConfig) -> Patched:
+    """Activate adapter ``config.adapter`` at ``config.scale`` (loading it first if it is not loaded);
+    ``remove()`` deactivates it and leaves it loaded for the next job that names it."""
     if not hasattr(pipe, "load_lora_weights"):
         raise InvalidRequest("techniques", "lora", f"{type(pipe).__name__} cannot load LoRA adapters",
                              "use a Stable Diffusion, SDXL, SD3, Flux, PixArt or SANA model")
     path = resolve_lora(config.adapter)
     book = _Adapters.of(pipe)
     name = _adapter_name(config.adapter)
-    if book.loaded.get(name) != str(path):
-        if name in book.loaded:
-            pipe.delete_adapters([name])
-        pipe.load_lora_weights(str(path), adapter_name=name)
-        book.loaded[name] = str(path)
-        while len(book.loaded) > MAX_LOADED:
-            old = next(n for n in book.loaded if n not in book.active and n != name)
-            pipe.delete_adapters([old])
-            del book.loaded[old]
-    book.loaded.move_to_end(name)
-    book.active[name] = config.scale
-    _activate(pipe, book)
-    if config.fuse:
-        pipe.fuse_lora(adapter_names=[name], lora_scale=1.0)
-    return _LoRAHandle(pipe, name, config.fuse)
+    with patching(pipe, config) as patches:
+        if book.loaded.get(name) != str(path):
+            if name in book.loaded:
+                pipe.delete_adapters([name])
+                del book.loaded[name]
+            pipe.load_lora_weights(str(path), adapter_name=name)
+            book.loaded[name] = str(path)
+            while len(book.loaded) > MAX_LOADED:
+                old = next(n for n in book.loaded if n not in book.active and n != name)
+                pipe.delete_adapters([old])
+                del book.loaded[old]
+        book.loaded.move_to_end(name)
+        patches.on_undo(f"adapter {config.adapter} active", _deactivate(pipe, book, name))
+        book.active[name] = config.scale
+        _activate(pipe, book)
+        if config.fuse:
+            patches.on_undo(f"adapter {config.adapter} fused", pipe.unfuse_lora)
+            pipe.fuse_lora(adapter_names=[name], lora_scale=1.0)
+    return Patched(patches)

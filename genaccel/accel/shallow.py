@@ -13,7 +13,7 @@ knob) and run unchanged. Flow-matching schedulers are refused (they add noise di
 use a few-step flow schedule (``solver``) there.
 
 Why our own: diffusers has no shallow-start option for text-to-image pipelines; this wraps the
-pipeline call of one instance (``base.add_call_wrapper``, applied by ``pipelines.image``) and the
+pipeline call of one instance (``hooks.Patches.call_wrapper``, applied by ``pipelines.image``) and the
 ``set_timesteps`` of the scheduler in use for the length of one call.
 """
 
@@ -25,8 +25,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from genaccel.accel.base import Undo, add_call_wrapper, technique
+from genaccel.accel.base import technique
+from genaccel.accel.hooks import Patched, patching
+from genaccel.accel.rules import RequestContext, checks
 from genaccel.errors import InvalidRequest
+from genaccel.families import UNETS, Family
 
 Call = Callable[..., Any]
 
@@ -41,8 +44,8 @@ class ShallowStartConfig:
     strength: float = 0.4
     prior_steps: int = 4
     name: ClassVar[str] = "shallow_start"
-    families: ClassVar[tuple[str, ...]] = ("sd-unet", "sdxl-unet", "image-dit")
-    alternatives: ClassVar[dict[str, str]] = {}
+    families: ClassVar[tuple[Family, ...]] = (*UNETS, Family.IMAGE_DIT)
+    alternatives: ClassVar[dict[Family, str]] = {}
 
     def __post_init__(self) -> None:
         if not 0 < self.strength < 1:
@@ -118,13 +121,17 @@ def _shallow_call(pipe: Any, config: ShallowStartConfig, call: Call) -> Call:
     return shallow
 
 
+def _flow_refusal(scheduler: str) -> InvalidRequest:
+    return InvalidRequest("techniques", "shallow_start", f"does not fit the scheduler {scheduler} "
+                          "(no noise-prediction add_noise)",
+                          "use solver kind=euler with spacing=trailing for a few-step flow schedule")
+
+
 @technique(ShallowStartConfig)
-def apply_shallow_start(pipe: Any, config: ShallowStartConfig) -> Undo:
+def apply_shallow_start(pipe: Any, config: ShallowStartConfig) -> Patched:
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is None or not hasattr(scheduler, "add_noise") or "FlowMatch" in type(scheduler).__name__:
-        raise InvalidRequest("techniques", "shallow_start", f"does not fit the scheduler "
-                             f"{type(scheduler).__name__} (no noise-prediction add_noise)",
-                             "use solver kind=euler with spacing=trailing for a few-step flow schedule")
+        raise _flow_refusal(type(scheduler).__name__)
     if getattr(scheduler, "order", 1) != 1:
         raise InvalidRequest("techniques", "shallow_start", f"does not fit the order-{scheduler.order} scheduler "
                              f"{type(scheduler).__name__}", "use a DDIM, DPM-Solver++ or Euler scheduler")
@@ -132,4 +139,15 @@ def apply_shallow_start(pipe: Any, config: ShallowStartConfig) -> Undo:
     def wrapper(call: Call) -> Call:
         return _shallow_call(pipe, config, call)
 
-    return Undo(add_call_wrapper(pipe, wrapper))
+    with patching(pipe, config) as patches:
+        patches.call_wrapper(wrapper)
+    return Patched(patches)
+
+
+@checks(ShallowStartConfig)
+def check_shallow_start(config: ShallowStartConfig, context: RequestContext) -> None:
+    """Refuse a flow-matching model before queueing, where its folder names the scheduler (a solver
+    technique keeps a flow model on a flow schedule)."""
+    scheduler = context.component_class("scheduler")
+    if scheduler is not None and "FlowMatch" in scheduler:
+        raise _flow_refusal(scheduler)

@@ -22,7 +22,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from genaccel.accel.base import technique
+from genaccel.accel.hooks import Patches, patching
+from genaccel.accel.rules import RequestContext, checks, warns
 from genaccel.errors import InvalidRequest
+from genaccel.families import UNETS, Family
 
 KINDS = ("dpmsolver++", "unipc", "euler", "ddim", "lcm", "tcd")
 CONSISTENCY = ("lcm", "tcd")
@@ -48,8 +51,8 @@ class SolverConfig:
     spacing: str | None = None
     shift: float | None = None
     name: ClassVar[str] = "solver"
-    families: ClassVar[tuple[str, ...]] = ("sd-unet", "sdxl-unet", "image-dit")
-    alternatives: ClassVar[dict[str, str]] = {}
+    families: ClassVar[tuple[Family, ...]] = (*UNETS, Family.IMAGE_DIT)
+    alternatives: ClassVar[dict[Family, str]] = {}
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -63,14 +66,14 @@ class SolverConfig:
 
 
 class _SolverHandle:
-    def __init__(self, pipe: Any, original: Any) -> None:
-        self.pipe, self.original = pipe, original
+    def __init__(self, patches: Patches, pipe: Any, original: Any) -> None:
+        self.patches, self.pipe, self.original = patches, pipe, original
 
     def reset(self) -> None:
         pass  # schedulers reset themselves in set_timesteps at every call
 
     def remove(self) -> None:
-        self.pipe.scheduler = self.original
+        self.patches.undo()  # the original scheduler object again
 
 
 def _fixed_gamma(scheduler: Any, gamma: float) -> None:
@@ -98,25 +101,51 @@ def apply_solver(pipe: Any, config: SolverConfig) -> _SolverHandle:
 
     original = pipe.scheduler
     if "FlowMatch" in type(original).__name__:
-        pipe.scheduler = flow_scheduler(original, config)
-        return _SolverHandle(pipe, original)
-    if config.shift is not None:
+        scheduler = flow_scheduler(original, config)
+    else:
+        if config.shift is not None:
+            raise InvalidRequest("techniques.solver", config.shift, "shift applies to flow-matching models only",
+                                 f"drop shift for the {type(original).__name__} of this model")
+        cls = {"dpmsolver++": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler,
+               "euler": EulerDiscreteScheduler, "ddim": DDIMScheduler, "lcm": LCMScheduler,
+               "tcd": TCDScheduler}[config.kind]
+        extra: dict[str, Any] = {}
+        if config.kind == "dpmsolver++":
+            extra = {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": config.karras,
+                     "final_sigmas_type": "zero"}
+        if config.spacing is not None:
+            extra["timestep_spacing"] = config.spacing
+        scheduler = cls.from_config(original.config, **extra)
+        if config.kind == "tcd":
+            _fixed_gamma(scheduler, config.gamma)
+    with patching(pipe, config) as patches:
+        patches.set_attribute(pipe, "scheduler", scheduler)
+    return _SolverHandle(patches, pipe, original)
+
+
+@checks(SolverConfig)
+def check_solver(config: SolverConfig, context: RequestContext) -> None:
+    """The flow-matching refusals of ``apply_solver``, before queueing, where the model folder names
+    its scheduler."""
+    scheduler = context.component_class("scheduler")
+    if scheduler is None:
+        return
+    if "FlowMatch" in scheduler and config.kind not in FLOW_KINDS:
+        raise InvalidRequest("techniques.solver", config.kind, f"does not fit the flow-matching scheduler "
+                             f"{scheduler}", "use solver kind=euler with spacing=trailing (a few-step flow "
+                             "schedule), or a flow-matching model's own distilled checkpoint")
+    if "FlowMatch" not in scheduler and config.shift is not None:
         raise InvalidRequest("techniques.solver", config.shift, "shift applies to flow-matching models only",
-                             f"drop shift for the {type(original).__name__} of this model")
-    cls = {"dpmsolver++": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler,
-           "euler": EulerDiscreteScheduler, "ddim": DDIMScheduler, "lcm": LCMScheduler,
-           "tcd": TCDScheduler}[config.kind]
-    extra: dict[str, Any] = {}
-    if config.kind == "dpmsolver++":
-        extra = {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": config.karras,
-                 "final_sigmas_type": "zero"}
-    if config.spacing is not None:
-        extra["timestep_spacing"] = config.spacing
-    scheduler = cls.from_config(original.config, **extra)
-    if config.kind == "tcd":
-        _fixed_gamma(scheduler, config.gamma)
-    pipe.scheduler = scheduler
-    return _SolverHandle(pipe, original)
+                             f"drop shift for the {scheduler} of this model")
+
+
+@warns(SolverConfig)
+def consistency_warning(config: SolverConfig, context: RequestContext) -> list[str]:
+    if config.kind in CONSISTENCY and context.guidance_scale > 2:
+        return [f"{config.kind} sampling expects a consistency-distilled model or LoRA and guidance 1-2; "
+                f"guidance_scale={context.guidance_scale:g} runs classifier-free guidance at full strength "
+                "(pass --guidance 1.5)"]
+    return []
 
 
 FLOW_KINDS = ("euler", "dpmsolver++", "unipc")

@@ -26,17 +26,17 @@ import torch.nn.functional as F
 from diffusers.hooks import ModelHook
 
 from genaccel.accel.base import technique
+from genaccel.accel.hooks import Patches, patching
 from genaccel.accel.tome import (
     DIT_ALTERNATIVE,
     DOWNSAMPLES,
     LatentSize,
     LatentSizeHook,
-    is_enabled,
-    register,
+    hook_all,
     sd_blocks,
     token_grid,
-    unregister,
 )
+from genaccel.families import Family
 
 HOOK = "genaccel_todo"
 
@@ -51,8 +51,10 @@ class ToDoConfig:
     factor: int = 2
     max_downsample: int = 1
     name: ClassVar[str] = "todo"
-    families: ClassVar[tuple[str, ...]] = ("sd-unet", "sdxl-unet")
-    alternatives: ClassVar[dict[str, str]] = DIT_ALTERNATIVE
+    families: ClassVar[tuple[Family, ...]] = (Family.SD_UNET, Family.SDXL_UNET)
+    alternatives: ClassVar[dict[Family, str]] = DIT_ALTERNATIVE
+    comes_after: ClassVar[dict[str, str]] = {
+        "tome": "ToMe applied after todo merges the tokens before todo sees them, and todo then does nothing"}
 
     def __post_init__(self) -> None:
         if not 2 <= self.factor <= 8:
@@ -91,14 +93,15 @@ class _KeyValueHook(ModelHook):
 
 
 class ToDoHandle:
-    def __init__(self, unet: torch.nn.Module, modules: list[torch.nn.Module], size: LatentSize) -> None:
-        self.unet, self.modules, self.size = unet, modules, size
+    def __init__(self, patches: Patches, unet: torch.nn.Module, modules: list[torch.nn.Module],
+                 size: LatentSize) -> None:
+        self.patches, self.unet, self.modules, self.size = patches, unet, modules, size
 
     def reset(self) -> None:
         self.size.hw = None  # ToDo carries nothing between calls
 
     def remove(self) -> None:
-        unregister([self.unet, *self.modules], HOOK, self.unet)
+        self.patches.undo()
 
 
 @technique(ToDoConfig)
@@ -111,8 +114,6 @@ def apply_todo(pipe: Any, config: ToDoConfig) -> ToDoHandle:
         >>> handle.remove()
     """
     unet = pipe.unet
-    if is_enabled(unet, HOOK):
-        raise ValueError("ToDo is already enabled on this UNet; remove it first")
     attentions = [block.attn1 for block in sd_blocks(unet) if not block.only_cross_attention
                   and not getattr(block.attn1, "norm_cross", None)]
     if not attentions:
@@ -120,5 +121,6 @@ def apply_todo(pipe: Any, config: ToDoConfig) -> ToDoHandle:
     size = LatentSize()
     hooks: list[tuple[torch.nn.Module, ModelHook]] = [(unet, LatentSizeHook(size))]
     hooks += [(attn, _KeyValueHook(size, config)) for attn in attentions]
-    register(hooks, HOOK, unet)
-    return ToDoHandle(unet, attentions, size)
+    with patching(pipe, config) as patches:
+        hook_all(patches, hooks, HOOK)
+    return ToDoHandle(patches, unet, attentions, size)

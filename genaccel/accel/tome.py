@@ -33,15 +33,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 from diffusers.models.attention import BasicTransformerBlock
 
 from genaccel.accel.base import technique
+from genaccel.accel.hooks import Patches, patching
+from genaccel.families import DITS, Family
 
 HOOK = "genaccel_tome"
 DOWNSAMPLES = (1, 2, 4, 8)
-DIT_ALTERNATIVE = {
-    "image-dit": "for DiTs use token-density control (flexdit) or a DiT cache (fbcache, pab, taylorseer)",
+DIT_ALTERNATIVE: dict[Family, str] = {
+    **dict.fromkeys(DITS, "for DiTs use a DiT cache (fbcache, pab, taylorseer)"),
+    Family.IMAGE_DIT: "for image DiTs use token-density control (density) or a DiT cache (fbcache, pab, taylorseer)",
 }
 Merge = Callable[[torch.Tensor], torch.Tensor]
 
@@ -69,8 +72,8 @@ class ToMeConfig:
     merge_mlp: bool = False
     seed: int = 0
     name: ClassVar[str] = "tome"
-    families: ClassVar[tuple[str, ...]] = ("sd-unet", "sdxl-unet")
-    alternatives: ClassVar[dict[str, str]] = DIT_ALTERNATIVE
+    families: ClassVar[tuple[Family, ...]] = (Family.SD_UNET, Family.SDXL_UNET)
+    alternatives: ClassVar[dict[Family, str]] = DIT_ALTERNATIVE
 
     def __post_init__(self) -> None:
         for key in ("sx", "sy"):
@@ -138,37 +141,13 @@ def sd_blocks(unet: torch.nn.Module) -> list[BasicTransformerBlock]:
             if isinstance(m, BasicTransformerBlock) and m.norm_type == "layer_norm" and m.pos_embed is None]
 
 
-def is_enabled(module: torch.nn.Module, name: str) -> bool:
-    registry = getattr(module, "_diffusers_hook", None)
-    return registry is not None and registry.get_hook(name) is not None
-
-
-def register(modules: Iterable[tuple[torch.nn.Module, ModelHook]], name: str, unet: torch.nn.Module) -> None:
-    """Register each hook as ``name`` on its module; on failure, undo the ones registered."""
-    done: list[torch.nn.Module] = []
-    try:
-        for module, hook in modules:
-            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
-            done.append(module)
-    except BaseException:
-        unregister(done, name, unet)
-        raise
-    HookRegistry.check_if_exists_or_initialize(unet).invalidate_child_registries_cache()
-
-
-def unregister(modules: Iterable[torch.nn.Module], name: str, unet: torch.nn.Module) -> None:
-    """Remove hook ``name``; a module left without hooks gets back its class ``forward``, no registry."""
-    for module in modules:
-        registry = getattr(module, "_diffusers_hook", None)
-        if registry is None:
-            continue
-        registry.remove_hook(name, recurse=False)
-        if not registry.hooks:
-            module.__dict__.pop("forward", None)
-            del module._diffusers_hook
-    registry = getattr(unet, "_diffusers_hook", None)
-    if registry is not None:  # other techniques' hooks remain: their cached child lists are stale
-        registry.invalidate_child_registries_cache()
+def hook_all(patches: Patches, hooks: Iterable[tuple[torch.nn.Module, ModelHook]], name: str) -> list[torch.nn.Module]:
+    """Register each hook as ``name`` on its module; returns the modules."""
+    modules = []
+    for module, hook in hooks:
+        patches.hook(module, hook, name)
+        modules.append(module)
+    return modules
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,14 +308,14 @@ class _MergeHook(ModelHook):
 
 
 class ToMeHandle:
-    def __init__(self, unet: torch.nn.Module, modules: list[torch.nn.Module], state: _State) -> None:
-        self.unet, self.modules, self.state = unet, modules, state
+    def __init__(self, patches: Patches, unet: torch.nn.Module, modules: list[torch.nn.Module], state: _State) -> None:
+        self.patches, self.unet, self.modules, self.state = patches, unet, modules, state
 
     def reset(self) -> None:
         self.state.reset()
 
     def remove(self) -> None:
-        unregister([self.unet, *self.modules], HOOK, self.unet)
+        self.patches.undo()
         self.state.reset()
 
 
@@ -350,8 +329,6 @@ def apply_tome(pipe: Any, config: ToMeConfig) -> ToMeHandle:
         >>> handle.remove()
     """
     unet = pipe.unet
-    if is_enabled(unet, HOOK):
-        raise ValueError("ToMe is already enabled on this UNet; remove it first")
     blocks = sd_blocks(unet)
     if not blocks:
         raise ValueError(f"ToMe found no Stable-Diffusion transformer block in {type(unet).__name__}")
@@ -364,5 +341,6 @@ def apply_tome(pipe: Any, config: ToMeConfig) -> ToMeHandle:
                  (block.ff, config.merge_mlp, False)]
         hooks += [(part, _MergeHook(plan, self_attn)) for part, wanted, self_attn in parts
                   if wanted and part is not None]
-    register(hooks, HOOK, unet)
-    return ToMeHandle(unet, [module for module, _ in hooks[1:]], state)
+    with patching(pipe, config) as patches:
+        modules = hook_all(patches, hooks, HOOK)
+    return ToMeHandle(patches, unet, modules[1:], state)
