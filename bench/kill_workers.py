@@ -8,8 +8,8 @@ One ``genaccel worker --device cpu`` serves a private queue of ``--jobs`` tiny-s
 worker has taken a job's first step (the model is loaded), a random 0..``--interval`` seconds
 pass, and at the next moment a job is mid-way the worker is killed with SIGKILL: by turns
 (``--mode alternate``) the launcher alone (its child must stop by itself) and the launcher with its
-child (the process group). A new launcher is started at once, and started again while the old
-child still holds the device (those refusals are counted). After ``--kills`` kills the last worker
+child (the process group). A new launcher is started at once, and again every ``--restart-delay``
+seconds while the old child still holds the device (those refusals are counted). After ``--kills`` kills the last worker
 finishes the queue and is stopped with SIGTERM. Counted at the end:
 
 - lost: jobs not ``succeeded``;
@@ -134,6 +134,7 @@ class Rig:
                     if code != 2:
                         raise RuntimeError(f"launcher exited {code}; see {self.home}/worker-{self.starts}.log")
                     self.refused += 1
+                    time.sleep(self.args.restart_delay)
                     break
                 kids = self.children()
                 if not old and kids and all(self.redis.exists(self.worker_key(pid)) for pid in kids):
@@ -294,6 +295,8 @@ def main() -> None:
     p.add_argument("--grace", type=float, default=10.0, help="GENACCEL_ORPHAN_GRACE_S of the workers")
     p.add_argument("--orphan-wait", type=float, default=15.0, help="a child alive this long after its "
                    "launcher's kill counts as an orphan")
+    p.add_argument("--restart-delay", type=float, default=0.5, help="pause before starting a refused launcher "
+                   "again (a supervisor's restart delay; on 2 cores a tight loop slows the old child's exit)")
     p.add_argument("--timeout", type=float, default=600.0, help="for the queue to finish after the last kill")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--redis", default="redis://127.0.0.1:6379/15")
