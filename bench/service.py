@@ -81,9 +81,9 @@ def distributed(jobs: int, workers: int, probes: int, redis_url: str) -> dict[st
     store = RedisStore(redis_url, prefix=f"bench-{tag}")
     dispatcher = CeleryDispatcher(settings, store)
     registry = ModelRegistry(settings, allow_paths=False)
-    procs = [subprocess.Popen([sys.executable, "-m", "genaccel.cli", "worker", "--device", "cpu", "--queues", queue,
-                               "--loglevel", "ERROR"], env=env, cwd=ROOT, start_new_session=True)
-             for _ in range(workers)]
+    procs = [subprocess.Popen([sys.executable, "-m", "genaccel.cli", "worker", "--device", f"cpu:{i}", "--queues",
+                               queue, "--loglevel", "ERROR"], env=env, cwd=ROOT, start_new_session=True)
+             for i in range(workers)]
     r = redis.Redis.from_url(redis_url)
     try:
         while len(list(r.scan_iter(f"bench-{tag}:worker:*"))) < workers:

@@ -23,13 +23,15 @@ from genaccel.settings import Settings
 
 if TYPE_CHECKING:
     from genaccel.spec import Job
+    from genaccel.store.base import Store
     from pipelines.engine import LocalEngine
 
 app = typer.Typer(
     name="genaccel", help="Fast generative media: render images (video, speech, music to come) as jobs.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
 )
-jobs_app = typer.Typer(help="Inspect and cancel jobs in the local store.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect and cancel jobs in the configured store (Redis with GENACCEL_REDIS_URL or "
+                       "--redis, else the local SQLite file).", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 
 
@@ -220,6 +222,22 @@ def _batch_with_bar(engine: LocalEngine, file: Path, out: Path, defaults: dict[s
         )
 
 
+RedisUrl = Annotated[str | None, typer.Option("--redis", help="Redis URL of the job store (default: "
+                                               "GENACCEL_REDIS_URL; without either, the local SQLite file).")]
+
+
+def _job_store(redis: str | None) -> Store:
+    """The store `genaccel serve` and the workers use: Redis when configured, else SQLite."""
+    settings = Settings(redis_url=redis) if redis else Settings()
+    if settings.redis_url:
+        from genaccel.store.redis import redis_store
+
+        return redis_store(settings)
+    from genaccel.store.sqlite import SQLiteStore
+
+    return SQLiteStore(settings.database)
+
+
 @jobs_app.command("list")
 def jobs_list(
     state: Annotated[str | None, typer.Option(help="queued | running | succeeded | failed | cancelled")] = None,
@@ -227,18 +245,21 @@ def jobs_list(
     limit: Annotated[int, typer.Option(help="Jobs per page.")] = 20,
     cursor: Annotated[str | None, typer.Option(help="Cursor printed by the previous page.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    redis: RedisUrl = None,
 ) -> None:
     """List jobs, newest first."""
     from genaccel.spec import MODALITIES
-    from genaccel.store.sqlite import SQLiteStore
 
     states = ("queued", "running", "succeeded", "failed", "cancelled")
     if state is not None and state not in states:
         raise GenAccelError(f"--state={state!r} is invalid: no such state; fix: use one of {', '.join(states)}")
     if modality is not None and modality not in MODALITIES:
         raise GenAccelError(f"--modality={modality!r} is invalid; fix: use one of {', '.join(MODALITIES)}")
-    page = SQLiteStore(Settings().database).list_jobs(state=state, modality=modality, limit=limit,  # type: ignore[arg-type]
-                                                 cursor=cursor)
+    store = _job_store(redis)
+    try:
+        page = store.list_jobs(state=state, modality=modality, limit=limit, cursor=cursor)  # type: ignore[arg-type]
+    finally:
+        store.close()
     if as_json:
         _out(json.dumps({"jobs": [j.model_dump(mode="json") for j in page.jobs], "next_cursor": page.next_cursor}))
         return
@@ -255,19 +276,23 @@ def jobs_list(
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: str) -> None:
+def jobs_show(job_id: str, redis: RedisUrl = None) -> None:
     """Print one job as JSON."""
-    from genaccel.store.sqlite import SQLiteStore
-
-    _out(SQLiteStore(Settings().database).get(job_id).model_dump_json(indent=2))
+    store = _job_store(redis)
+    try:
+        _out(store.get(job_id).model_dump_json(indent=2))
+    finally:
+        store.close()
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(job_id: str) -> None:
+def jobs_cancel(job_id: str, redis: RedisUrl = None) -> None:
     """Cancel a job: a queued job never starts; a running one stops at its next step."""
-    from genaccel.store.sqlite import SQLiteStore
-
-    job = SQLiteStore(Settings().database).cancel(job_id)
+    store = _job_store(redis)
+    try:
+        job = store.cancel(job_id)
+    finally:
+        store.close()
     _out(f"{job.id}: {'cancelled' if job.state == 'cancelled' else 'stopping at its next step'}")
 
 
@@ -534,13 +559,15 @@ def serve(
 @app.command()
 def worker(
     redis: Annotated[str | None, typer.Option("--redis", help="Redis URL (default: GENACCEL_REDIS_URL).")] = None,
-    device: Annotated[list[str] | None, typer.Option("--device", help="cpu, cuda:0, ... (repeatable; one "
-                                                                       "worker process each).")] = None,
+    device: Annotated[list[str] | None, typer.Option("--device", help="cpu, cpu:1, cuda:0, ... (repeatable; one "
+                                                                       "worker process each; a device already "
+                                                                       "served on this host is refused).")] = None,
     queues: Annotated[str, typer.Option("--queues", help="Comma-separated Celery queues: modalities "
                                                           "(image, video, ...) or routes' names.")] = "image",
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
-    """Run Celery workers for `genaccel serve --redis`: one process per device, one job at a time each."""
+    """Run Celery workers for `genaccel serve --redis`: one process per device, one job at a time each;
+    they end with this process, however it ends."""
     from workers.main import launch
 
     url = redis or Settings().redis_url

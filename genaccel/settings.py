@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     """Longest a job may run; Celery's visibility timeout is set above it."""
     heartbeat_s: float = 30.0
     """A distributed worker with no heartbeat for this long is presumed dead and its job re-queued."""
+    orphan_grace_s: float = 10.0
+    """A worker whose launcher is gone stops at its running job's next step (the job goes back to the
+    queue); if it is still running this many seconds later (a model loading), it exits hard."""
     routes: dict[str, str] = Field(default_factory=dict)
     """Celery queue per model name (e.g. a GPU class); other jobs go to the queue named by their modality."""
     limits: Limits = Field(default_factory=Limits)

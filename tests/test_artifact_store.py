@@ -127,7 +127,7 @@ def test_api_and_two_workers_in_separate_processes_share_only_redis_and_the_buck
     try:
         for i in range(2):
             env = {**base, "GENACCEL_HOME": str(tmp_path / f"worker{i}")}
-            procs.append(subprocess.Popen([sys.executable, "-m", "genaccel.cli", "worker", "--device", "cpu",
+            procs.append(subprocess.Popen([sys.executable, "-m", "genaccel.cli", "worker", "--device", f"cpu:{i}",
                                            "--queues", f"q-{tag}", "--loglevel", "WARNING"], env=env, cwd=ROOT,
                                           start_new_session=True))
         env = {**base, "GENACCEL_HOME": str(tmp_path / "api")}

@@ -62,8 +62,9 @@ class Cluster:
         self.client = TestClient(create_app(backend))
         self.launchers: list[subprocess.Popen[bytes]] = []
 
-    def start_worker(self) -> None:
-        cmd = [sys.executable, "-m", "genaccel.cli", "worker", "--device", "cpu", "--queues", self.queue,
+    def start_worker(self, device: str) -> None:
+        """One launcher; each takes its own device name (a second worker on one device is refused)."""
+        cmd = [sys.executable, "-m", "genaccel.cli", "worker", "--device", device, "--queues", self.queue,
                "--loglevel", "WARNING"]
         self.launchers.append(subprocess.Popen(cmd, env=self.env, cwd=ROOT, start_new_session=True))
 
@@ -112,8 +113,8 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     _redis_or_skip()
     c = Cluster(tmp_path_factory.mktemp("celery-home"), plugins=("tests.plugins.sine",))
-    c.start_worker()
-    c.start_worker()
+    c.start_worker("cpu:0")
+    c.start_worker("cpu:1")
     try:
         c.wait_ready(2)
         yield c
