@@ -1,0 +1,1 @@
+"""The commands of ``genaccel`` (one module per group; ``genaccel/cli.py`` puts them together)."""
