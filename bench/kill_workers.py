@@ -51,6 +51,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import psutil  # noqa: E402
 import redis  # noqa: E402
 
+from genaccel.artifacts import artifact_locations  # noqa: E402
 from genaccel.settings import Settings  # noqa: E402
 from genaccel.spec import Job, JobRequest  # noqa: E402
 from genaccel.store.redis import RedisStore  # noqa: E402
@@ -72,8 +73,25 @@ class Rig:
             "GENACCEL_MAX_ATTEMPTS": str(args.kills + 2), "GENACCEL_PREVIEWS": "false",
             "GENACCEL_ORPHAN_GRACE_S": str(args.grace), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
         }
+        self.s3: subprocess.Popen[bytes] | None = None
+        self.bucket = f"kill-{self.tag}"
+        store_url = endpoint = None
+        if args.s3:  # artifacts in an S3-compatible server (moto's standalone server, its own process)
+            port = _free_port()
+            self.s3 = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            endpoint, store_url = f"http://127.0.0.1:{port}", f"s3://{self.bucket}/artifacts"
+            creds = {"AWS_ACCESS_KEY_ID": "kill", "AWS_SECRET_ACCESS_KEY": "kill", "AWS_DEFAULT_REGION": "us-east-1"}
+            os.environ.update(creds)
+            self.env.update(creds, GENACCEL_ARTIFACT_STORE=store_url, GENACCEL_S3_ENDPOINT_URL=endpoint)
+            _wait_http(endpoint)
         self.settings = Settings(home=self.home, redis_url=args.redis, redis_prefix=self.prefix, heartbeat_s=2,
-                                 routes={args.model: self.queue})
+                                 routes={args.model: self.queue}, artifact_store=store_url, s3_endpoint_url=endpoint)
+        if args.s3:
+            from genaccel.artifacts.storage import S3Artifacts
+
+            self.objects = S3Artifacts(store_url or "", endpoint)
+            self.objects.client.create_bucket(Bucket=self.bucket)
         self.store = RedisStore(args.redis, prefix=self.prefix, heartbeat_ttl_s=2)
         self.redis = redis.Redis.from_url(args.redis, decode_responses=True)
         self.launcher: subprocess.Popen[bytes] | None = None
@@ -179,6 +197,30 @@ class Rig:
         for key in [*self.redis.scan_iter(f"{self.prefix}:*"), *self.redis.scan_iter(f"*{self.queue}*")]:
             self.redis.delete(key)
         self.store.close()
+        if self.s3 is not None:
+            self.s3.terminate()
+            self.s3.wait(10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} never answered")
 
 
 def _running(pid: int) -> bool:
@@ -245,10 +287,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             os.kill(pid, signal.SIGKILL)
         jobs = [rig.store.get(i) for i in ids]
         logs = "".join(p.read_text(errors="replace") for p in sorted(rig.home.glob("worker-*.log")))
-        outputs = rig.settings.outputs
-        files = {str(p.resolve()) for p in outputs.rglob("*") if p.is_file()} if outputs.exists() else set()
-        recorded = {a.path for j in jobs for a in j.artifacts}
-        per_job = {j.id: sum(1 for f in files if Path(f).name.startswith(j.id[:12])) for j in jobs}
+        if args.s3:  # every object in the bucket, by job id (keys PREFIX/JOB_ID/NAME)
+            keys = [k for page in rig.objects.client.get_paginator("list_objects_v2").paginate(Bucket=rig.bucket)
+                    for k in (o["Key"] for o in page.get("Contents", []))]
+            files = {f"s3://{rig.bucket}/{k}" for k in keys}
+            staged = [p.name for p in (rig.home / "staging").rglob("*") if p.is_file()]
+        else:
+            outputs = rig.settings.outputs
+            files = {str(p.resolve()) for p in outputs.rglob("*") if p.is_file()} if outputs.exists() else set()
+            staged = []
+        recorded = {loc for j in jobs for a in j.artifacts for loc in artifact_locations(a)}
+        # one set = the outputs of one run of the job; sidecars (.json) and posters belong to their output
+        per_job = {j.id: sum(1 for f in files if f.rsplit("/", 1)[-1].startswith(j.id[:12])
+                             and not f.endswith((".json", ".poster.png"))) for j in jobs}
         reasons = [r for j in jobs for r in j.metadata.get("requeued", [])]
         attempts: dict[str, int] = {}
         for j in jobs:
@@ -263,8 +314,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ran_twice": sum(f"job {j.id} is already succeeded" in logs for j in jobs),
             "duplicate_artifact_sets": sum(n > j.request.params.num_outputs for j, n in zip(jobs, per_job.values(),
                                                                                            strict=True)),
-            "missing_artifacts": sum(not Path(a.path).is_file() for j in jobs for a in j.artifacts),
-            "stray_files": sorted(Path(f).name for f in files - recorded),
+            "missing_artifacts": sum(a.path not in files for j in jobs for a in j.artifacts),
+            "stray_files": sorted(f.rsplit("/", 1)[-1] for f in files - recorded) + staged,
+            "artifact_store": "s3 (moto server)" if args.s3 else "local folder",
             "orphans": orphans + len(left),
             "orphan_exit_s": {"median": round(statistics.median(orphan_exit_s), 2),
                               "max": round(max(orphan_exit_s), 2)} if orphan_exit_s else None,
@@ -301,6 +353,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--redis", default="redis://127.0.0.1:6379/15")
     p.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    p.add_argument("--s3", action="store_true", help="artifacts in an S3-compatible server (moto, started here)")
     args = p.parse_args()
     summary = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),

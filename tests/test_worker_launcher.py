@@ -286,11 +286,12 @@ def test_jobs_commands_use_the_configured_redis_store(capsys: pytest.CaptureFixt
 @pytest.mark.redis
 @pytest.mark.slow
 def test_kill_workers_again_and_again_loses_nothing(tmp_path: Path) -> None:
-    """The issue's kill test, reduced: SIGKILL the launcher alone, then launcher and child, mid-job."""
+    """The issue's kill test, reduced: SIGKILL the launcher alone, then launcher and child, mid-job, with
+    the artifacts in an S3-compatible server."""
     _redis_or_skip()
     out = tmp_path / "kill.json"
     done = subprocess.run([PY, "bench/kill_workers.py", "--jobs", "3", "--kills", "2", "--steps", "6",
-                           "--interval", "0", "--redis", REDIS_URL, "--json", str(out)],
+                           "--interval", "0", "--redis", REDIS_URL, "--json", str(out), "--s3"],
                           cwd=ROOT, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
     s = json.loads(out.read_text())
