@@ -3,23 +3,24 @@ artifacts, and record the outcome. Embedded threads and Celery workers both call
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mimetypes
 import os
 import shutil
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from genaccel.accel import apply_techniques
 from genaccel.artifacts import artifact_locations, write_audio, write_png, write_video
 from genaccel.artifacts.storage import LocalArtifacts, artifact_store
-from genaccel.errors import GenAccelError, JobCancelled, JobInterrupted, TechniqueRemoveFailed
+from genaccel.errors import GenAccelError, JobCancelled, JobInterrupted, JobStateConflict, TechniqueRemoveFailed
 from genaccel.events import EventName, JobEvent, Listener
 from genaccel.settings import Settings
-from genaccel.spec import Artifact, Job, JobError, JobRequest
+from genaccel.spec import Artifact, Job, JobError, JobRequest, JobState
 from genaccel.store.base import Store
 from pipelines.invariance import make_batch_invariant, self_check
 from pipelines.loader import CacheKey, ModelCache, load_pipeline, resolve_device, resolve_dtype
@@ -118,7 +119,7 @@ class JobRunner:
         active = []
         for j in jobs:
             if self.store.get(j.id).cancel_requested:
-                self.store.finish(j.id, "cancelled", timings=timings[j.id])
+                self._finish(j, "cancelled", timings=timings[j.id])
             else:
                 active.append(j)
         if not active:
@@ -128,24 +129,38 @@ class JobRunner:
             artifacts = self._run(batch, timings)
         except JobInterrupted as exc:
             for j in batch.active:
-                self.store.requeue(j.id, exc.message)
+                with self._owned(j):
+                    self.store.requeue(j.id, exc.message, worker=j.worker)
                 log.warning("job %s went back to the queue: %s", j.id, exc.message)
         except JobCancelled:
             for j in batch.active:
-                self.store.finish(j.id, "cancelled", timings=timings[j.id])
+                self._finish(j, "cancelled", timings=timings[j.id])
         except GenAccelError as exc:
             for j in batch.active:
-                self.store.finish(j.id, "failed", timings=timings[j.id], error=JobError(
+                self._finish(j, "failed", timings=timings[j.id], error=JobError(
                     code=exc.code, message=exc.message, traceback=traceback.format_exc()))
         except Exception as exc:
             log.exception("job(s) %s failed", ", ".join(j.id for j in batch.active))
             message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             for j in batch.active:
-                self.store.finish(j.id, "failed", timings=timings[j.id], error=JobError(
+                self._finish(j, "failed", timings=timings[j.id], error=JobError(
                     code="pipeline_failed", message=message, traceback=traceback.format_exc()))
         else:
             for j in batch.active:
-                self.store.finish(j.id, "succeeded", artifacts=artifacts[j.id], timings=timings[j.id])
+                self._finish(j, "succeeded", artifacts=artifacts[j.id], timings=timings[j.id])
+
+    def _finish(self, job: Job, state: JobState, **fields: Any) -> None:
+        """Record the outcome, unless this worker no longer holds the job (its claim lapsed and the
+        job was re-queued or taken elsewhere): then the other run's outcome stands."""
+        with self._owned(job):
+            self.store.finish(job.id, state, worker=job.worker, **fields)
+
+    @contextlib.contextmanager
+    def _owned(self, job: Job) -> Iterator[None]:
+        try:
+            yield
+        except JobStateConflict as exc:
+            log.warning("job %s: outcome of this run dropped: %s", job.id, exc.message)
 
     def _run(self, batch: _Batch, timings: dict[str, dict[str, float]]) -> dict[str, list[Artifact]]:
         request = batch.active[0].request
@@ -361,6 +376,7 @@ class _Batch:
                 self.active.remove(j)
                 if self.parent is not None:
                     self.parent.active.remove(j)
-                self.store.finish(j.id, "cancelled")
+                with contextlib.suppress(JobStateConflict):
+                    self.store.finish(j.id, "cancelled", worker=j.worker)
         if not self.active:
             raise JobCancelled(f"cancelled at step {step} of {total}")

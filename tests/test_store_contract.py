@@ -246,6 +246,22 @@ def test_requeue(store: Store) -> None:
         store.requeue(job.id, "again")
 
 
+def test_a_worker_whose_claim_lapsed_cannot_finish_or_requeue_the_job(store: Store) -> None:
+    job = store.create(req())
+    first = store.claim_next("w1:1")
+    assert first is not None and first.worker == "w1:1"
+    store.requeue(job.id, "worker w1 presumed dead")  # the sweep, while w1 still runs it
+    with pytest.raises(JobStateConflict, match=f"job {job.id} is queued, not by w1:1; this worker cannot make"):
+        store.finish(job.id, "succeeded", worker="w1:1")
+    second = store.claim_next("w2:1")
+    assert second is not None and second.worker == "w2:1"
+    with pytest.raises(JobStateConflict, match="is run by w2:1, not by w1:1"):
+        store.finish(job.id, "succeeded", worker="w1:1")
+    with pytest.raises(JobStateConflict, match="cannot re-queue it"):
+        store.requeue(job.id, "shutdown", worker="w1:1")
+    assert store.finish(job.id, "succeeded", worker="w2:1").state == "succeeded"
+
+
 def test_a_second_store_on_the_same_place_sees_the_jobs(backend: Backend) -> None:
     first = backend.open()
     job = first.create(req("kept"))

@@ -116,9 +116,11 @@ class Store(Protocol):
 
     def finish(
         self, job_id: str, state: JobState, *, artifacts: list[Artifact] | None = None,
-        error: JobError | None = None, timings: dict[str, float] | None = None,
+        error: JobError | None = None, timings: dict[str, float] | None = None, worker: str | None = None,
     ) -> Job:
-        """Move a running job to a terminal state."""
+        """Move a running job to a terminal state. With ``worker``, only while that worker runs it
+        (``JobStateConflict`` otherwise: a worker whose claim lapsed cannot finish a job that was
+        re-queued or taken by another worker, so no job is recorded as run twice)."""
         ...
 
     def cancel(self, job_id: str) -> Job:
@@ -126,8 +128,9 @@ class Store(Protocol):
         ``JobStateConflict`` for a finished job."""
         ...
 
-    def requeue(self, job_id: str, reason: str) -> Job:
-        """Put a running job back in the queue (graceful shutdown, lost worker)."""
+    def requeue(self, job_id: str, reason: str, worker: str | None = None) -> Job:
+        """Put a running job back in the queue (graceful shutdown, lost worker); with ``worker``,
+        only while that worker runs it."""
         ...
 
     def recover(self, max_attempts: int) -> list[Recovery]:

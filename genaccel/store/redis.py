@@ -308,15 +308,15 @@ class RedisStore:
 
     def finish(
         self, job_id: str, state: JobState, *, artifacts: list[Artifact] | None = None,
-        error: JobError | None = None, timings: dict[str, float] | None = None,
+        error: JobError | None = None, timings: dict[str, float] | None = None, worker: str | None = None,
     ) -> Job:
-        return self._mutate(job_id, lambda job: finished(job, state, artifacts, error, timings))
+        return self._mutate(job_id, lambda job: finished(job, state, artifacts, error, timings, worker))
 
     def cancel(self, job_id: str) -> Job:
         return self._mutate(job_id, cancelled)
 
-    def requeue(self, job_id: str, reason: str) -> Job:
-        return self._mutate(job_id, lambda job: requeued(job, reason))
+    def requeue(self, job_id: str, reason: str, worker: str | None = None) -> Job:
+        return self._mutate(job_id, lambda job: requeued(job, reason, worker))
 
     def recover(self, max_attempts: int) -> list[Recovery]:
         done: list[Recovery] = []

@@ -10,10 +10,17 @@ from genaccel.errors import JobStateConflict
 from genaccel.spec import TERMINAL_STATES, Artifact, Job, JobError, JobState, Progress
 
 
+def _owned(job: Job, worker: str | None, action: str) -> None:
+    if worker is not None and job.worker != worker and not (job.state == "running" and job.worker is None):
+        holder = f"is run by {job.worker}" if job.worker else f"is {job.state}"
+        raise JobStateConflict(f"job {job.id} {holder}, not by {worker}; this worker cannot {action} it")
+
+
 def finished(job: Job, state: JobState, artifacts: list[Artifact] | None, error: JobError | None,
-             timings: dict[str, float] | None) -> Job:
+             timings: dict[str, float] | None, worker: str | None = None) -> Job:
     if job.done:
         raise JobStateConflict(f"job {job.id} is already {job.state}; it cannot become {state}")
+    _owned(job, worker, f"make {state}")
     return job.model_copy(update={
         "state": state, "finished_at": time.time(), "artifacts": artifacts or [],
         "error": error, "timings": {**job.timings, **(timings or {})},
@@ -28,9 +35,10 @@ def cancelled(job: Job) -> Job:
     return job.model_copy(update={"cancel_requested": True})
 
 
-def requeued(job: Job, reason: str) -> Job:
+def requeued(job: Job, reason: str, worker: str | None = None) -> Job:
     if job.state != "running":
         raise JobStateConflict(f"job {job.id} is {job.state}, only a running job can be re-queued")
+    _owned(job, worker, "re-queue")
     notes = [*job.metadata.get("requeued", []), reason]
     return job.model_copy(update={"state": "queued", "worker": None, "progress": Progress(),
                                   "metadata": {**job.metadata, "requeued": notes}})
