@@ -79,7 +79,10 @@ def render(
     settings = Settings()
     validate_request(request, settings.limits)  # fail fast, before the heavy imports
     with _engine(settings) as engine:
-        job = engine.submit(request, output_dir=out)
+        from genaccel.service import Backend, JobService
+
+        service = JobService(Backend(settings, engine.store, engine.dispatcher, engine.registry))
+        job = service.enqueue(request, None, output_dir=out)
         try:
             done = _wait_with_progress(engine, [job.id], label=request.prompt[:40])[0]
         except KeyboardInterrupt:
