@@ -311,7 +311,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "kills_mid_step": sum(k["job_state"] == "running" and k["step"] > 0 for k in kills),
             "succeeded": sum(j.state == "succeeded" for j in jobs),
             "lost": sum(j.state != "succeeded" for j in jobs),
-            "ran_twice": sum(f"job {j.id} is already succeeded" in logs for j in jobs),
+            "ran_twice": sum(f"job {j.id} is already succeeded" in logs
+                             or f"job {j.id}: outcome of this run dropped" in logs for j in jobs),
             "duplicate_artifact_sets": sum(n > j.request.params.num_outputs for j, n in zip(jobs, per_job.values(),
                                                                                            strict=True)),
             "missing_artifacts": sum(a.path not in files for j in jobs for a in j.artifacts),
