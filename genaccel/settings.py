@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     """The S3 endpoint for MinIO, Ceph, R2, moto... (``None``: AWS); credentials come from the
     standard ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` variables."""
     s3_region: str | None = None
+    prompt_cache_size: int = 256
+    """Text-encoder outputs each loaded pipeline remembers (prompt-embedding cache); 0 turns it off."""
+    result_cache: bool = True
+    """Answer an identical deterministic request (same model weights, parameters, seed) with the
+    artifacts of the earlier job at once; a request can opt out with ``"cache": false``."""
     plugins: list[str] = Field(default_factory=list)
     """Python modules imported when a registry is built: each may register modality adapters and
     models (see ``pipelines/modality.py``), so a deployment adds a modality without editing genaccel."""

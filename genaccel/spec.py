@@ -36,7 +36,7 @@ FLAT_ALIASES: dict[str, str] = {
     "text": "prompt",
     "format": "output_format",
 }
-TOP_LEVEL_FIELDS = ("modality", "prompt", "negative_prompt", "model", "profile", "techniques", "priority")
+TOP_LEVEL_FIELDS = ("modality", "prompt", "negative_prompt", "model", "profile", "techniques", "priority", "cache")
 PARAM_FIELDS = (
     "steps", "guidance_scale", "seed", "width", "height", "num_outputs",
     "init_image", "strength", "num_frames", "fps", "duration_s", "voice", "speed", "output_format",
@@ -98,6 +98,9 @@ class JobRequest(BaseModel):
     params: GenParams = Field(default_factory=GenParams)
     priority: int = 5
     """0..9; a higher number runs sooner, equal priorities run oldest first."""
+    cache: bool = True
+    """An identical earlier request (same model weights, parameters and seed) that succeeded may
+    answer this one at once with its artifacts; ``False`` always runs the pipeline."""
 
     @classmethod
     def from_flat(cls, data: dict[str, Any], defaults: dict[str, Any] | None = None) -> JobRequest:

@@ -322,3 +322,23 @@ def defaults_from_folder(path: Path, components: dict[str, Any]) -> ModelDefault
     size = max(64, min(2048, int(sample) * scale // 8 * 8))
     is_dit = "transformer" in components
     return ModelDefaults(steps=20 if is_dit else 30, guidance_scale=4.5 if is_dit else 7.5, width=size, height=size)
+
+
+def weights_digest(info: ModelInfo) -> str:
+    """A digest of the weights ``info`` loads: name, size and modification time of every weight
+    file in its folder (cheap for multi-GB models; a changed file changes it), or the genaccel
+    version for built-in models (built from seeded configs)."""
+    import hashlib
+
+    from genaccel import __version__
+
+    h = hashlib.sha256(f"{info.name}\0{info.pipeline_class}".encode())
+    if info.builder is not None or info.source == "builtin":
+        h.update(f"builtin\0{__version__}".encode())
+        return h.hexdigest()[:32]
+    root = Path(info.location)
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".safetensors", ".json") and path.is_file():
+            st = path.stat()
+            h.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:32]

@@ -22,6 +22,7 @@ from genaccel.events import EventName, JobEvent, Listener
 from genaccel.settings import Settings
 from genaccel.spec import Artifact, Job, JobError, JobRequest, JobState
 from genaccel.store.base import Store
+from pipelines.encoder_cache import attach_prompt_cache, prompt_cache_counts
 from pipelines.invariance import make_batch_invariant, self_check
 from pipelines.loader import CacheKey, ModelCache, load_pipeline, resolve_device, resolve_dtype
 from pipelines.memory import OutOfMemory, free_memory, is_out_of_memory, memory_saving, undo_memory_saving
@@ -151,8 +152,12 @@ class JobRunner:
 
     def _finish(self, job: Job, state: JobState, **fields: Any) -> None:
         """Record the outcome, unless this worker no longer holds the job (its claim lapsed and the
-        job was re-queued or taken elsewhere): then the other run's outcome stands."""
+        job was re-queued or taken elsewhere): then the other run's outcome stands. A success is
+        remembered for the result cache under the key the service gave the job."""
         with self._owned(job):
+            key = job.metadata.get("result_key")
+            if state == "succeeded" and key:  # first, so a client that sees the success finds it cached
+                self.store.remember_result(str(key), job.id)
             self.store.finish(job.id, state, worker=job.worker, **fields)
 
     @contextlib.contextmanager
@@ -182,8 +187,16 @@ class JobRunner:
                 for j in batch.active:
                     self.store.update_metadata(j.id, common)
                 t1 = time.perf_counter()
+                counts = prompt_cache_counts(pipe)
+                before = (counts.hits, counts.misses) if counts else (0, 0)
+                if counts is not None:  # a LoRA may change the text encoders: no cached embeddings then
+                    counts.enabled = not any(c.name == "lora" for c in configs)
                 outputs = self._generate(pipe, adapter, batch, techniques)
                 run_s = round(time.perf_counter() - t1, 4)
+                if counts is not None:
+                    used = {"hits": counts.hits - before[0], "misses": counts.misses - before[1]}
+                    for j in batch.active:
+                        self.store.update_metadata(j.id, {"prompt_cache": used})
             finally:
                 try:
                     techniques.remove()  # the cached pipeline is clean for the next job
@@ -213,6 +226,7 @@ class JobRunner:
                     log.warning("batch invariance does not hold on this CPU (%s): batched outputs may differ from "
                                 "the same jobs run alone in the last bits; set GENACCEL_MAX_BATCH=1 where that "
                                 "matters", ", ".join(self._invariance))
+        attach_prompt_cache(pipe, self.settings.prompt_cache_size)
         folder = preview_vae_folder(info, self.settings) if self.settings.previews else None
         if folder is not None:
             attach_preview_vae(pipe, folder, self.device, self.dtype)

@@ -262,6 +262,13 @@ def test_a_worker_whose_claim_lapsed_cannot_finish_or_requeue_the_job(store: Sto
     assert store.finish(job.id, "succeeded", worker="w2:1").state == "succeeded"
 
 
+def test_result_keys_are_remembered_and_replaced(store: Store) -> None:
+    assert store.lookup_result("k1") is None
+    store.remember_result("k1", "job-a")
+    store.remember_result("k1", "job-b")  # the newest success for the same request
+    assert store.lookup_result("k1") == "job-b" and store.lookup_result("k2") is None
+
+
 def test_a_second_store_on_the_same_place_sees_the_jobs(backend: Backend) -> None:
     first = backend.open()
     job = first.create(req("kept"))

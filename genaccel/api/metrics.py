@@ -31,4 +31,15 @@ def render_metrics(stats: StoreStats) -> str:
     lines += [f"# HELP genaccel_worker_busy_seconds Time each worker spent on the last {LATENCY_WINDOW} jobs.",
               "# TYPE genaccel_worker_busy_seconds gauge"]
     lines += [f'genaccel_worker_busy_seconds{{worker="{_label(w)}"}} {s:.6f}' for w, s in sorted(stats.busy_s.items())]
+    lines += ["# HELP genaccel_cache_hits Service-cache hits over the recent finished jobs (prompt: text-encoder "
+              "calls answered from the prompt-embedding cache; result: identical requests answered at once).",
+              "# TYPE genaccel_cache_hits gauge"]
+    lines += [f'genaccel_cache_hits{{cache="{name}"}} {hits}' for name, (hits, _) in sorted(stats.caches.items())]
+    lines += ["# HELP genaccel_cache_misses Service-cache misses over the recent finished jobs.",
+              "# TYPE genaccel_cache_misses gauge"]
+    lines += [f'genaccel_cache_misses{{cache="{name}"}} {misses}' for name, (_, misses) in sorted(stats.caches.items())]
+    lines += ["# HELP genaccel_cache_hit_ratio hits / (hits + misses) over the recent finished jobs.",
+              "# TYPE genaccel_cache_hit_ratio gauge"]
+    lines += [f'genaccel_cache_hit_ratio{{cache="{name}"}} {hits / (hits + misses):.4f}'
+              for name, (hits, misses) in sorted(stats.caches.items()) if hits + misses]
     return "\n".join(lines) + "\n"

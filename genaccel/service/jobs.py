@@ -7,23 +7,25 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genaccel.artifacts import artifact_file
+from genaccel.artifacts import artifact_file, artifact_locations
 from genaccel.artifacts.storage import S3_SCHEME, ArtifactStore, artifact_store
 from genaccel.errors import GenAccelError, InvalidRequest, JobNotFound, JobStateConflict
 from genaccel.queue.base import Dispatcher
 from genaccel.service.auth import KeyRing, RateLimiter, retry_after
 from genaccel.service.uploads import save_data_url
 from genaccel.settings import Settings
-from genaccel.spec import Job, JobRequest, JobState, Modality, new_seed
+from genaccel.spec import Artifact, Job, JobRequest, JobState, Modality, new_seed
 from genaccel.store.base import JobPage, Store
 from genaccel.webhooks import check_url
 from pipelines.prepare import prepare_request
-from pipelines.registry import ModelRegistry
+from pipelines.registry import ModelRegistry, weights_digest
 
 
 @dataclass
@@ -177,13 +179,39 @@ class JobService:
 
     def enqueue(self, request: JobRequest, owner: str | None, *, job_id: str | None = None,
                 metadata: dict[str, Any] | None = None, output_dir: Path | None = None) -> Job:
-        """Validate and resolve ``request``, record it for ``owner`` and hand it to the dispatcher."""
-        resolved, _ = prepare_request(request, self.registry, self.settings)
+        """Validate and resolve ``request``, record it for ``owner`` and hand it to the dispatcher;
+        an identical earlier request that succeeded answers it at once (the result cache)."""
+        resolved, info = prepare_request(request, self.registry, self.settings)
+        key = result_key(resolved, weights_digest(info)) if self.settings.result_cache else None
+        cached = self._cached(key, resolved) if key and resolved.cache else None
         job = self.store.create(resolved, job_id=job_id, owner=owner,
                                 output_dir=str(output_dir.resolve()) if output_dir else None)
-        if metadata:
-            self.store.update_metadata(job.id, metadata)
+        extra = {**(metadata or {}), **({"result_key": key} if key else {})}
+        if cached is not None:
+            self.store.update_metadata(job.id, {**extra, "result_cache": {"from_job": cached.id},
+                                                "warnings": [f"identical to job {cached.id}: its artifacts are "
+                                                             "returned without running the pipeline (pass "
+                                                             "cache=false to run it again)"]})
+            artifacts = _copied(cached.artifacts, output_dir) if output_dir else cached.artifacts
+            return self.store.finish(job.id, "succeeded", artifacts=artifacts, timings={"queued_s": 0.0})
+        if extra:
+            self.store.update_metadata(job.id, extra)
         self.backend.dispatcher.submit(job.id)
+        return job
+
+    def _cached(self, key: str, request: JobRequest) -> Job | None:
+        """The earlier job that succeeded for ``key`` and whose files are all still there."""
+        found = self.store.lookup_result(key)
+        if found is None:
+            return None
+        try:
+            job = self.store.get(found)
+        except JobNotFound:
+            return None
+        if job.state != "succeeded" or not job.artifacts:
+            return None
+        if not all(self.artifacts.exists(a.path) for a in job.artifacts):
+            return None
         return job
 
     # -- helpers ---------------------------------------------------------------------------
@@ -220,6 +248,38 @@ class JobService:
         if queued >= cap:
             raise TooManyRequests(f"{queued} jobs already queued, the cap is {cap}; fix: wait for some to "
                                   "finish or cancel them", 5.0)
+
+
+def _copied(artifacts: list[Artifact], folder: Path) -> list[Artifact]:
+    """Local artifacts copied into ``folder`` (a CLI run asked for its files there)."""
+    out = []
+    for art in artifacts:
+        if art.path.startswith(S3_SCHEME) or Path(art.path).parent == folder.resolve():
+            out.append(art)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        for location in artifact_locations(art):
+            if Path(location).is_file():
+                shutil.copy2(location, folder / Path(location).name)
+        out.append(art.model_copy(update={"path": str((folder / art.name).resolve())}))
+    return out
+
+
+def result_key(request: JobRequest, weights: str) -> str | None:
+    """What makes two requests give the same files: the model's weights and every resolved
+    parameter (seed included; an init image by its content). ``None`` for requests that are not
+    deterministic (no seed)."""
+    if request.params.seed is None:
+        return None
+    data = request.model_dump(mode="json", exclude={"priority", "cache"})
+    init = request.params.init_image
+    if init:
+        try:
+            data["params"]["init_image"] = hashlib.sha256(Path(init).read_bytes()).hexdigest()
+        except OSError:
+            return None
+    text = json.dumps({"weights": weights, "request": data}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _store_upload(path_text: str, folder: Path, limit: int) -> Path:

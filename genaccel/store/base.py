@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from genaccel.spec import Artifact, Job, JobError, JobRequest, JobState, Modality
@@ -38,6 +38,34 @@ class StoreStats:
     """Run time (``started_at`` to ``finished_at``) of the most recent finished jobs."""
     busy_s: dict[str, float]
     """Seconds each worker spent on the recent finished jobs."""
+    caches: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """``(hits, misses)`` of the service caches over the recent finished jobs: ``prompt``
+    (text-encoder calls answered from the prompt-embedding cache) and ``result`` (identical
+    requests answered with an earlier job's artifacts)."""
+
+
+def recent_stats(counts: dict[str, int], finished: Iterable[Job]) -> StoreStats:
+    """``StoreStats`` from the job counts and the most recent finished jobs (every store's way)."""
+    latencies: list[float] = []
+    busy: dict[str, float] = {}
+    prompt = [0, 0]
+    result = [0, 0]
+    for job in finished:
+        cached = job.metadata.get("prompt_cache") or {}
+        prompt[0] += int(cached.get("hits", 0))
+        prompt[1] += int(cached.get("misses", 0))
+        if job.metadata.get("result_cache"):
+            result[0] += 1
+        elif job.metadata.get("result_key") and job.state == "succeeded":
+            result[1] += 1
+        if job.started_at is None or job.finished_at is None or job.metadata.get("result_cache"):
+            continue
+        took = job.finished_at - job.started_at
+        latencies.append(took)
+        worker = (job.worker or "unknown").rsplit(":", 1)[0]
+        busy[worker] = busy.get(worker, 0.0) + took
+    return StoreStats(counts=counts, latencies=latencies, busy_s=busy,
+                      caches={"prompt": (prompt[0], prompt[1]), "result": (result[0], result[1])})
 
 
 LATENCY_WINDOW = 1000
@@ -112,6 +140,14 @@ class Store(Protocol):
 
     def update_metadata(self, job_id: str, metadata: dict[str, Any]) -> None:
         """Merge keys into the job's metadata (resolved techniques, warnings, versions)."""
+        ...
+
+    def remember_result(self, key: str, job_id: str) -> None:
+        """Record that ``job_id`` succeeded for the deterministic request ``key`` (result cache)."""
+        ...
+
+    def lookup_result(self, key: str) -> str | None:
+        """The job that last succeeded for ``key``, if any."""
         ...
 
     def finish(

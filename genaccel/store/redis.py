@@ -45,7 +45,7 @@ from redis.exceptions import WatchError
 from genaccel.errors import InvalidRequest, JobNotFound, JobStateConflict
 from genaccel.settings import Settings
 from genaccel.spec import Artifact, Job, JobError, JobRequest, JobState, Modality, Progress
-from genaccel.store.base import LATENCY_WINDOW, JobPage, Recovery, StoreStats, owner_is_dead
+from genaccel.store.base import LATENCY_WINDOW, JobPage, Recovery, StoreStats, owner_is_dead, recent_stats
 from genaccel.store.transitions import cancelled, finished, requeued
 
 PRIORITY_BAND = 1e12
@@ -254,17 +254,8 @@ class RedisStore:
             for state in states:
                 pipe.zcard(self._index(state=state))
             counts = {state: int(n) for state, n in zip(states, pipe.execute(), strict=True)}
-        latencies: list[float] = []
-        busy: dict[str, float] = {}
-        for _, data in self._newest(self._key("finished"), "+inf", LATENCY_WINDOW):
-            job = Job.model_validate_json(data)
-            if job.started_at is None or job.finished_at is None:
-                continue
-            took = job.finished_at - job.started_at
-            latencies.append(took)
-            worker = (job.worker or "unknown").rsplit(":", 1)[0]
-            busy[worker] = busy.get(worker, 0.0) + took
-        return StoreStats(counts=counts, latencies=latencies, busy_s=busy)
+        newest = self._newest(self._key("finished"), "+inf", LATENCY_WINDOW)
+        return recent_stats(counts, (Job.model_validate_json(data) for _, data in newest))
 
     def claim_next(self, worker: str, only: Iterable[str] | None = None) -> Job | None:
         ids = None if only is None else list(only)
@@ -302,6 +293,13 @@ class RedisStore:
         job = self._mutate(job_id, lambda j: j.model_copy(update={"progress": Progress(step=step, total=total)}),
                            refresh_worker=True)
         return job.cancel_requested
+
+    def remember_result(self, key: str, job_id: str) -> None:
+        self._redis.hset(self._key("results"), key, job_id)
+
+    def lookup_result(self, key: str) -> str | None:
+        found = self._redis.hget(self._key("results"), key)
+        return str(found) if found else None
 
     def update_metadata(self, job_id: str, metadata: dict[str, Any]) -> None:
         self._mutate(job_id, lambda j: j.model_copy(update={"metadata": {**j.metadata, **metadata}}))

@@ -16,7 +16,7 @@ from typing import Any
 
 from genaccel.errors import InvalidRequest, JobNotFound, JobStateConflict
 from genaccel.spec import Artifact, Job, JobError, JobRequest, JobState, Modality, Progress
-from genaccel.store.base import LATENCY_WINDOW, JobPage, Recovery, StoreStats, owner_is_dead
+from genaccel.store.base import LATENCY_WINDOW, JobPage, Recovery, StoreStats, owner_is_dead, recent_stats
 from genaccel.store.transitions import cancelled, finished, requeued
 
 SCHEMA = """
@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority DESC, seq ASC);
 CREATE INDEX IF NOT EXISTS jobs_modality ON jobs (modality, seq);
+CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, job_id TEXT NOT NULL);
 """
 INDEXES = """
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
@@ -182,19 +183,9 @@ class SQLiteStore:
         conn = self._conn()
         counts = dict.fromkeys(("queued", "running", "succeeded", "failed", "cancelled"), 0)
         counts.update({state: n for state, n in conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")})
-        latencies: list[float] = []
-        busy: dict[str, float] = {}
         rows = conn.execute("SELECT data FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
                             (LATENCY_WINDOW,))
-        for (data,) in rows:
-            job = Job.model_validate_json(data)
-            if job.started_at is None or job.finished_at is None:
-                continue
-            took = job.finished_at - job.started_at
-            latencies.append(took)
-            worker = (job.worker or "unknown").rsplit(":", 1)[0]
-            busy[worker] = busy.get(worker, 0.0) + took
-        return StoreStats(counts=counts, latencies=latencies, busy_s=busy)
+        return recent_stats(counts, (Job.model_validate_json(data) for (data,) in rows))
 
     def claim_next(self, worker: str, only: Iterable[str] | None = None) -> Job | None:
         sql = "SELECT data FROM jobs WHERE state='queued'"
@@ -221,6 +212,14 @@ class SQLiteStore:
     def set_progress(self, job_id: str, step: int, total: int) -> bool:
         job = self._mutate(job_id, lambda j: j.model_copy(update={"progress": Progress(step=step, total=total)}))
         return job.cancel_requested
+
+    def remember_result(self, key: str, job_id: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO results (key, job_id) VALUES (?, ?)", (key, job_id))
+
+    def lookup_result(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT job_id FROM results WHERE key=?", (key,)).fetchone()
+        return str(row[0]) if row else None
 
     def update_metadata(self, job_id: str, metadata: dict[str, Any]) -> None:
         self._mutate(job_id, lambda j: j.model_copy(update={"metadata": {**j.metadata, **metadata}}))
