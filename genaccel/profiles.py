@@ -29,6 +29,9 @@ class Profile:
     name: str
     description: str
     recipes: dict[Family, Recipe] = field(default_factory=dict)
+    student: bool = False
+    """Run the model's best distilled student (its own sampler and steps) where it has one; the
+    recipes are the fallback for models without one."""
 
     def recipe(self, family: str) -> Recipe:
         """The recipe for ``family``; families a profile has nothing for run as ``off``."""
@@ -70,12 +73,16 @@ PROFILES: dict[str, Profile] = {
                     Recipe((_t("solver"), _t("taylorseer", interval=2, warmup=3)), steps=8)),
     ),
 }
+PROFILES["turbo"] = Profile(
+    "turbo", "the model's distilled few-step student where it has one (e.g. shapes-sd -> shapes-sd-lcm, 4 steps, "
+    "one pass per step), with its own sampler and step count; otherwise the max recipe (training-free)",
+    PROFILES["max"].recipes, student=True)
 
 
 def describe(profile: Profile) -> dict[str, object]:
     """A JSON-ready summary: what each family gets, and the measured speed-ups."""
     return {
-        "name": profile.name, "description": profile.description,
+        "name": profile.name, "description": profile.description, "uses_students": profile.student,
         "families": {family: {"techniques": [t.model_dump() for t in r.techniques], "steps": r.steps}
                      for family, r in profile.recipes.items()},
         "measured": measured_speedups().get(profile.name, {}),

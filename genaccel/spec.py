@@ -98,6 +98,9 @@ class JobRequest(BaseModel):
     params: GenParams = Field(default_factory=GenParams)
     priority: int = 5
     """0..9; a higher number runs sooner, equal priorities run oldest first."""
+    swapped_from: str | None = None
+    """Set by the ``turbo`` profile when it ran a distilled student instead of the model asked for
+    (that model's name); the job's metadata says so."""
     cache: bool = True
     """An identical earlier request (same model weights, parameters and seed) that succeeded may
     answer this one at once with its artifacts; ``False`` always runs the pipeline."""

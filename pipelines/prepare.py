@@ -13,7 +13,7 @@ from typing import Any
 from genaccel.accel import RequestContext, check_techniques, parse_technique
 from genaccel.accel import technique_warnings as accel_warnings
 from genaccel.errors import InvalidRequest, UnknownProfile, UnsupportedModality
-from genaccel.profiles import PROFILES
+from genaccel.profiles import PROFILES, Recipe
 from genaccel.settings import Settings
 from genaccel.spec import GenParams, JobRequest, new_seed, validate_request
 from pipelines.modality import ModalityAdapter, adapter_for, served_modalities
@@ -34,12 +34,17 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
         raise InvalidRequest("model", info.name, f"serves {info.modality}, not {request.modality}",
                              f"pick a {request.modality} model (see `genaccel models`) "
                              f"or pass --modality {info.modality}")
-    adapter = adapter_for(info)
     if request.profile not in PROFILES:
         raise UnknownProfile("profile", request.profile, "no such profile",
                              f"use one of: {', '.join(PROFILES)} (see `genaccel profiles`)")
+    if PROFILES[request.profile].student and request.swapped_from is None:
+        students = registry.students(info)
+        if students:  # the student's own sampler, steps and guidance: the request's explicit values still win
+            request = request.model_copy(update={"model": students[0].name, "swapped_from": info.name})
+            info = students[0]
+    adapter = adapter_for(info)
     p = request.params
-    recipe = PROFILES[request.profile].recipe(info.family)
+    recipe = profile_recipe(request, info.family)
     d = info.defaults
     guidance = p.guidance_scale if p.guidance_scale is not None else d.guidance_scale
     steps = p.steps if p.steps is not None else recipe.steps or d.steps
@@ -70,9 +75,14 @@ def adapter_fields_unused(adapter: ModalityAdapter, request: JobRequest) -> list
             if name not in honoured and not (name == "num_outputs" and value == 1)]
 
 
+def profile_recipe(request: JobRequest, family: str) -> Recipe:
+    """The profile's recipe for ``family``; none when the profile swapped in a distilled student."""
+    return Recipe() if request.swapped_from else PROFILES[request.profile].recipe(family)
+
+
 def technique_configs(request: JobRequest, family: str) -> list[Any]:
     """The technique configs to apply: the profile's recipe for ``family``, then the request's own."""
-    specs = [*PROFILES[request.profile].recipe(family).techniques, *request.techniques]
+    specs = [*profile_recipe(request, family).techniques, *request.techniques]
     return [parse_technique(spec) for spec in specs]
 
 

@@ -168,6 +168,20 @@ class ModelRegistry:
         same = [info.name for info in self._builtins.values() if info.modality == modality]
         return same[0] if same else "tiny-sd"
 
+    def students(self, info: ModelInfo) -> list[ModelInfo]:
+        """Distilled students of ``info`` served here (their ``genaccel.json`` names it as
+        ``distilled_from``; a teacher's card may also list ``students``), fewest steps first."""
+        found: dict[str, ModelInfo] = {}
+        listed = model_card(Path(info.location)).get("students", []) if info.source != "builtin" else []
+        for name, path in self._folder_models().items():
+            card = model_card(path)
+            if card.get("distilled_from") == info.name or name in listed:
+                try:
+                    found[name] = self._folder_info(name, path)
+                except GenAccelError:
+                    continue
+        return sorted(found.values(), key=lambda s: (s.defaults.steps, s.name))
+
     def names(self) -> list[str]:
         return sorted({*self._builtins, *self._folder_models()})
 

@@ -19,6 +19,7 @@ from genaccel.artifacts import artifact_locations, write_audio, write_png, write
 from genaccel.artifacts.storage import LocalArtifacts, artifact_store
 from genaccel.errors import GenAccelError, JobCancelled, JobInterrupted, JobStateConflict, TechniqueRemoveFailed
 from genaccel.events import EventName, JobEvent, Listener
+from genaccel.profiles import PROFILES
 from genaccel.settings import Settings
 from genaccel.spec import Artifact, Job, JobError, JobRequest, JobState
 from genaccel.store.base import Store
@@ -52,6 +53,19 @@ def guidance_warnings(pipe: Any, info: ModelInfo | None = None, guidance: float 
                 "classifier-free guidance on top (two denoiser passes per step); pass --guidance 1"]
     return [f"guidance is distilled into this model (at guidance_scale {distilled:g}): one denoiser pass per "
             "step, no classifier-free guidance, and negative_prompt is ignored"]
+
+
+def profile_notes(request: JobRequest, info: ModelInfo) -> list[str]:
+    """What a profile that picks students did: the swap, or why it fell back."""
+    if request.swapped_from:
+        return [f"profile {request.profile}: ran {info.name}, a distilled student of {request.swapped_from}, "
+                f"with its own sampler at {request.params.steps} steps"]
+    profile = PROFILES.get(request.profile)
+    card = model_card(Path(info.location)) if info.source != "builtin" else {}
+    if profile is not None and profile.student and not card.get("distilled_from"):
+        return [f"profile {request.profile}: {info.name} has no distilled student here; ran the training-free "
+                "max recipe instead (`genaccel distill` makes one)"]
+    return []
 
 
 class JobRunner:
@@ -182,7 +196,8 @@ class JobRunner:
                 applied = techniques.describe()
                 common = {"scheduler": scheduler, "device": str(self.device), "batch_size": len(batch.active),
                           "dtype": str(self.dtype).removeprefix("torch."), "techniques": applied,
-                          "warnings": guidance_warnings(pipe, info, request.params.guidance_scale)
+                          "warnings": profile_notes(request, info)
+                          + guidance_warnings(pipe, info, request.params.guidance_scale)
                           + technique_warnings(request, configs) + self._invariance_warnings(batch)}
                 for j in batch.active:
                     self.store.update_metadata(j.id, common)
