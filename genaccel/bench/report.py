@@ -73,4 +73,5 @@ def write_outputs(result: dict[str, Any], json_path: Path, md_path: Path, png_pa
         md.append(f"Fréchet distance floor (two independent real sets of the same size): {floor:.3g}\n")
     md.append(markdown_table(result["rows"]))
     md_path.write_text("\n".join(md))
-    plot(result["rows"], png_path, result["meta"]["name"])
+    if any(r.get("prompt_accuracy") is not None for r in result["rows"]):  # a speed-only run has nothing to plot
+        plot(result["rows"], png_path, result["meta"]["name"])
