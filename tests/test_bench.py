@@ -101,6 +101,7 @@ def test_quality_columns_and_unparsable_prompts_counted(capsys: pytest.CaptureFi
     assert 0 <= row["reader_agreement"]["shape"] <= 1
     md = out.with_suffix(".md").read_text()
     assert "| exact match |" in md and "trained pairs | held-out pairs |" in md
+    assert (tmp_path / "q-out-sheet.png").read_bytes()[:4] == b"\x89PNG" and "_samples" not in row
 
 
 def test_technique_variants() -> None:

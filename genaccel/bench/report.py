@@ -103,7 +103,47 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def contact_sheet(samples: list[tuple[str, list[dict[str, Any]]]], path: Path, cols: int = 8) -> None:
+    """A PNG of sample outputs per row: each image (x2) over its prompt and what the evaluator (E)
+    and the template check (T) read for shape and colour; ``samples``: (row label, [{image,
+    prompt, evaluator, template}])."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    tile_w, tile_h, text_h = 136, 128, 40
+    bands = []
+    for label, items in samples:
+        n_rows = (len(items) + cols - 1) // cols
+        band = Image.new("RGB", (cols * tile_w, 18 + n_rows * (tile_h + text_h)), (255, 255, 255))
+        draw = ImageDraw.Draw(band)
+        draw.text((4, 3), label, fill=(0, 0, 0))
+        for i, item in enumerate(items):
+            x, y = (i % cols) * tile_w, 18 + (i // cols) * (tile_h + text_h)
+            band.paste(Image.fromarray(np.asarray(item["image"], dtype=np.uint8)).resize((128, 128)), (x + 4, y))
+            e, t = item["evaluator"], item["template"]
+            lines = [item["prompt"][:22], item["prompt"][22:44],
+                     f"E {e.get('shape')} {e.get('colour')}  T {t.get('shape')} {t.get('colour')}"[:30]]
+            for k, line in enumerate(lines):
+                draw.text((x + 4, y + tile_h + 1 + 12 * k), line, fill=(0, 0, 0) if k < 2 else (160, 0, 0))
+        bands.append(band)
+    if not bands:
+        return
+    sheet = Image.new("RGB", (bands[0].width, sum(b.height for b in bands)), (255, 255, 255))
+    y = 0
+    for band in bands:
+        sheet.paste(band, (0, y))
+        y += band.height
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
 def write_outputs(result: dict[str, Any], json_path: Path, md_path: Path, png_path: Path) -> None:
+    """JSON, markdown and plot; plus ``<name>-sheet.png`` of sample outputs when rows carry
+    ``_samples`` (taken out of the rows first, so the JSON stays plain)."""
+    samples = [(f"{r['model']} {r['profile']} {r['steps']} steps", r.pop("_samples"))
+               for r in result["rows"] if r.get("_samples")]
+    if samples:
+        contact_sheet(samples, json_path.with_name(json_path.stem + "-sheet.png"))
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
     floor = result["meta"].get("fd_floor")

@@ -208,14 +208,17 @@ def _quality(pipe: Any, request: JobRequest, data: QualityData, row: BenchRow,
     return out
 
 
-def score_quality(evaluator: Any, images: np.ndarray, prompts: list[str], groups: list[str | None] | None = None
-                  ) -> dict[str, Any]:
-    """The quality columns of one row from its images (uint8 (N, H, W, 3)) and prompts."""
+def score_quality(evaluator: Any, images: np.ndarray, prompts: list[str], groups: list[str | None] | None = None,
+                  sample_count: int = 32) -> dict[str, Any]:
+    """The quality columns of one row from its images (uint8 (N, H, W, 3)) and prompts, plus
+    ``_samples`` (the first ``sample_count`` outputs with both reads) for the contact sheet."""
     from genaccel.metrics.quality import agreement, score_reads
     from genaccel.metrics.template import read_templates
 
     reads = evaluator.predict(images)
     templates = read_templates(images)
+    samples = [{"image": images[i], "prompt": prompts[i], "evaluator": reads[i], "template": templates[i]}
+               for i in range(min(sample_count, len(prompts)))]
     by_eval = score_reads(reads, prompts, groups)
     by_template = score_reads(templates, prompts, groups)
     agree = agreement(reads, templates, prompts)
@@ -234,4 +237,5 @@ def score_quality(evaluator: Any, images: np.ndarray, prompts: list[str], groups
         "scored_prompts": by_eval["scored"],
         "unparsable_prompts": by_eval["unparsable"],
         "unparsable_examples": by_eval["unparsable_examples"],
+        "_samples": samples,
     }
