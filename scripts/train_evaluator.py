@@ -2,7 +2,18 @@
 """Train the reference-shape evaluator on freshly rendered images.
 
 Every step renders a new batch from all 24 (shape, colour) pairs (split
-"all": the evaluator must also read held-out pairs).  Writes fp16
+"all": the evaluator must also read held-out pairs).  With ``--negatives F``
+(default 0.3) a fraction F of each batch is drawn from the training negatives
+generator (:mod:`genaccel.refdata.negatives`, labelled shape "none"), and with
+``--free F`` (default 0.3) a fraction F shows shapes at random centres and
+radii 5-17 px (position-invariance): their size label is the nearer nominal
+size (radii within 15 % of the split are not scored for size) and their
+position label the named position within 6 px, else unscored.  Afterwards a
+confidence threshold for shape is calibrated on fresh positives (see
+``--reject-quantile``), and the script measures exact reads of clean renders,
+reads at random centres, and rejection of the *held-out* negatives generator,
+which it never trains on; ``targets_met`` in ``train_log.json`` says whether
+clean >= ``--min-clean`` and rejection >= ``--min-reject``.  Writes fp16
 ``model.safetensors`` + ``config.json``, ``loss_curve.png`` and
 ``train_log.json`` to ``--out``; prints per-attribute accuracy on 2000 fresh
 images rendered with a different seed.
@@ -27,8 +38,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from genaccel.metrics.evaluator import Evaluator, to_tensor
-from genaccel.refdata.shapes import ATTRIBUTES, make_dataset
+from genaccel.refdata.negatives import HELDOUT_KINDS, TRAIN_KINDS, negatives, train_negative
+from genaccel.refdata.shapes import ATTRIBUTES, SIZE_SPLIT, make_dataset, sample_free
 from genaccel.training.common import plot_loss
+
+IGNORE = -100
+#: Attribute vocabulary of the evaluator that can say "none" for shape.
+NONE_ATTRIBUTES: dict[str, tuple[str, ...]] = {**ATTRIBUTES, "shape": (*ATTRIBUTES["shape"], "none")}
 
 
 def augment(images: np.ndarray, seed: int, max_blur: float = 1.5, max_noise: float = 10.0) -> np.ndarray:
@@ -50,30 +66,89 @@ def augment(images: np.ndarray, seed: int, max_blur: float = 1.5, max_noise: flo
     return out
 
 
-def batch(n: int, seed: int, blur: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Render ``n`` images (augmented unless ``blur`` is off) and integer targets per attribute."""
-    images, specs = make_dataset(n, seed, split="all")
+def batch(n: int, seed: int, blur: bool = True, neg_frac: float = 0.0, free_frac: float = 0.0,
+          attributes: dict[str, tuple[str, ...]] = ATTRIBUTES) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Render ``n`` images (augmented unless ``blur`` is off) and integer targets per attribute
+    (``IGNORE`` where an attribute is not scored): standard renders, shapes at free centres and
+    training negatives, in the given fractions."""
+    n_neg, n_free = round(n * neg_frac), round(n * free_frac)
+    n_std = n - n_neg - n_free
+    images, specs = make_dataset(n_std, seed, split="all")
+    rows: list[dict[str, str | None]] = [s.as_dict() for s in specs]  # type: ignore[misc]
+    rng = np.random.default_rng([seed, 0xF4EE])
+    extra = []
+    for _ in range(n_free):
+        f = sample_free(rng)
+        ambiguous = abs(f.r - SIZE_SPLIT) < 0.15 * SIZE_SPLIT
+        rows.append({"shape": f.shape, "colour": f.colour, "size": None if ambiguous else f.size,
+                     "position": f.position, "background": f.background})
+        extra.append(np.asarray(f.draw()))
+    for _ in range(n_neg):
+        img, colour, bg = train_negative(rng)
+        rows.append({"shape": "none", "colour": colour, "size": None, "position": None, "background": bg})
+        extra.append(img)
+    if extra:
+        images = np.concatenate([images, np.stack(extra)])
     if blur:
         images = augment(images, seed)
     targets = {
-        a: torch.tensor([vals.index(getattr(s, a)) for s in specs])
-        for a, vals in ATTRIBUTES.items()
+        a: torch.tensor([vals.index(r[a]) if r[a] in vals else IGNORE for r in rows])  # type: ignore[arg-type]
+        for a, vals in attributes.items()
     }
     return to_tensor(images), targets
 
 
 def evaluate(model: Evaluator, n: int, seed: int, blur: float = 0.0) -> dict[str, float]:
-    """Per-attribute accuracy on ``n`` fresh images (split "all"), optionally all blurred by ``blur``."""
+    """Per-attribute accuracy on ``n`` fresh images (split "all"), optionally all blurred by
+    ``blur``; ``"all"`` is the fraction of images with every attribute read right."""
     images, specs = make_dataset(n, seed, split="all")
     if blur:
         from PIL import Image, ImageFilter
 
         images = np.stack([np.asarray(Image.fromarray(i).filter(ImageFilter.GaussianBlur(blur))) for i in images])
     preds = model.predict(images)
-    return {
+    out = {
         a: float(np.mean([p[a] == getattr(s, a) for p, s in zip(preds, specs, strict=False)]))
         for a in ATTRIBUTES
     }
+    out["all"] = float(np.mean([p == s.as_dict() for p, s in zip(preds, specs, strict=False)]))
+    return out
+
+
+def evaluate_free(model: Evaluator, n: int, seed: int) -> dict[str, float]:
+    """Shape, colour and (unambiguous) size accuracy on shapes at random centres and radii."""
+    rng = np.random.default_rng([seed, 0xF4EE])
+    shapes = [sample_free(rng) for _ in range(n)]
+    preds = model.predict(np.stack([np.asarray(f.draw()) for f in shapes]))
+    sized = [(p, f) for p, f in zip(preds, shapes, strict=True) if abs(f.r - SIZE_SPLIT) >= 0.15 * SIZE_SPLIT]
+    return {
+        "shape": float(np.mean([p["shape"] == f.shape for p, f in zip(preds, shapes, strict=True)])),
+        "colour": float(np.mean([p["colour"] == f.colour for p, f in zip(preds, shapes, strict=True)])),
+        "size": float(np.mean([p["size"] == f.size for p, f in sized])),
+    }
+
+
+def rejection(model: Evaluator, n: int, seed: int, generator: str) -> dict[str, float]:
+    """Fraction of negatives read shape "none", overall and per kind."""
+    images, kinds = negatives(n, seed, generator)
+    reads = [p["shape"] == "none" for p in model.predict(images)]
+    out = {"all": float(np.mean(reads))}
+    for kind in (TRAIN_KINDS if generator == "train" else HELDOUT_KINDS):
+        out[kind] = float(np.mean([r for r, k in zip(reads, kinds, strict=True) if k == kind]))
+    return out
+
+
+@torch.no_grad()
+def calibrate(model: Evaluator, n: int, seed: int, quantile: float) -> float:
+    """Shape threshold: the ``quantile`` of the top shape probability over correctly read fresh
+    positives (half standard renders, half at free centres, with training augmentation), so that
+    about that fraction of good reads is given up; clipped to [0.5, 0.95]."""
+    model.eval()
+    x, y = batch(n, seed, blur=True, neg_frac=0.0, free_frac=0.5, attributes=model.attributes)
+    probs = model(x)["shape"].softmax(1)
+    conf, idx = probs.max(1)
+    right = idx == y["shape"]
+    return float(np.clip(np.quantile(conf[right].numpy(), quantile), 0.5, 0.95))
 
 
 def main() -> None:
@@ -103,11 +178,18 @@ def main() -> None:
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-augment", action="store_true", help="train on crisp images only")
+    p.add_argument("--negatives", type=float, default=0.3, help="fraction of each batch: training negatives")
+    p.add_argument("--free", type=float, default=0.3, help="fraction of each batch: shapes at free centres")
+    p.add_argument("--reject-quantile", type=float, default=0.002,
+                   help="shape threshold: this quantile of confidences of right reads (0: no threshold)")
+    p.add_argument("--min-clean", type=float, default=0.99, help="target: exact reads of clean renders")
+    p.add_argument("--min-reject", type=float, default=0.95, help="target: held-out negatives read 'none'")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = Evaluator()
+    attributes = NONE_ATTRIBUTES if args.negatives > 0 else ATTRIBUTES
+    model = Evaluator(attributes=attributes)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1
@@ -141,9 +223,11 @@ def main() -> None:
     t0 = time.time() - elapsed0
     model.train()
     for step in range(start, args.steps):
-        x, y = batch(args.batch, seed=args.seed * 1_000_003 + step, blur=not args.no_augment)
+        x, y = batch(args.batch, seed=args.seed * 1_000_003 + step, blur=not args.no_augment,
+                     neg_frac=args.negatives, free_frac=args.free, attributes=attributes)
         logits = model(x)
-        loss = sum(F.cross_entropy(logits[a], y[a]) for a in ATTRIBUTES)
+        loss = sum(F.cross_entropy(logits[a], y[a], ignore_index=IGNORE) for a in attributes
+                   if bool((y[a] != IGNORE).any()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -164,13 +248,23 @@ def main() -> None:
     train_s = time.time() - t0
 
     out = Path(args.out)
+    if args.reject_quantile > 0 and "none" in attributes["shape"]:
+        model.thresholds = {"shape": calibrate(model, 1024, args.eval_seed + 1, args.reject_quantile)}
     model.save(out)
     plot_loss(losses, out / "loss_curve.png", "evaluator: summed cross-entropy")
     # Evaluate the shipped (fp16-rounded) weights, not the fp32 training copy.
-    acc = evaluate(Evaluator.load(out), args.eval_n, args.eval_seed)
-    blurred = evaluate(Evaluator.load(out), args.eval_n, args.eval_seed, blur=1.5)
+    shipped = Evaluator.load(out)
+    acc = evaluate(shipped, args.eval_n, args.eval_seed)
+    blurred = evaluate(shipped, args.eval_n, args.eval_seed, blur=1.5)
+    free = evaluate_free(shipped, args.eval_n, args.eval_seed)
+    reject_heldout = rejection(shipped, 1400, args.eval_seed, "heldout")
+    reject_train = rejection(shipped, 600, args.eval_seed, "train")
     for a, v in acc.items():
         print(f"accuracy {a:<10s} {v:.4f} (blurred, sigma 1.5: {blurred[a]:.4f})")
+    print(f"free centres: {free}")
+    print(f"rejection, held-out negatives generator: {reject_heldout}")
+    print(f"rejection, training negatives generator (fresh seeds): {reject_train}")
+    met = acc["all"] >= args.min_clean and reject_heldout["all"] >= args.min_reject
     log = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "args": vars(args),
@@ -178,12 +272,18 @@ def main() -> None:
         "total_seconds": round(time.time() - t0, 1),
         "torch_threads": torch.get_num_threads(),
         "final_loss_avg50": float(np.mean(losses[-50:])) if losses else None,
+        "thresholds": shipped.thresholds,
         "eval": {"n": args.eval_n, "seed": args.eval_seed, "split": "all"},
         "accuracy": acc,
         "accuracy_blurred_sigma_1_5": blurred,
+        "accuracy_free_centres": free,
+        "rejection_heldout_negatives": reject_heldout,
+        "rejection_train_negatives_fresh": reject_train,
+        "targets": {"clean_all_attributes": args.min_clean, "heldout_rejection": args.min_reject},
+        "targets_met": met,
     }
     (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
-    print(f"saved to {out} in {train_s:.0f}s")
+    print(f"saved to {out} in {train_s:.0f}s; targets met: {met}")
 
 
 if __name__ == "__main__":

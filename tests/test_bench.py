@@ -13,7 +13,10 @@ from genaccel.errors import GenAccelError, InvalidRequest
 
 ROW_KEYS = {"model", "profile", "techniques", "steps", "width", "height", "batch", "latency_s", "latency_s_min",
             "latency_s_max", "denoiser_evals", "speedup", "peak_rss_mb", "prompt_accuracy", "fd", "psnr", "ssim",
-            "denoiser_s", "denoiser_speedup"}
+            "denoiser_s", "denoiser_speedup", "exact_match_trained", "exact_match_heldout", "exact_match_full",
+            "exact_match_partial", "attribute_accuracy_micro", "attribute_accuracy", "attribute_accuracy_by_group",
+            "shape_accuracy_evaluator", "shape_accuracy_template", "reader_agreement", "disagreements",
+            "unparsable_prompts"}
 
 
 def test_rows_and_baselines() -> None:
@@ -77,6 +80,28 @@ def test_two_row_bench_writes_json_markdown_and_plot(capsys: pytest.CaptureFixtu
     assert "| tiny-sd | off |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert "| model | profile |" in captured.out
+
+
+def test_quality_columns_and_unparsable_prompts_counted(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    matrix = tmp_path / "q.json"
+    matrix.write_text(json.dumps({"name": "q", "models": ["tiny-sd"], "steps": [1], "repeats": 1, "warmup": 0,
+                                  "quality": {"prompts": 8, "extra_prompts": ["an orange hexagon", "a red star"]}}))
+    out = tmp_path / "q-out.json"
+    assert main(["bench", "--matrix", str(matrix), "--json", str(out)]) == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert result["meta"]["quality_prompts"] == 10
+    assert row["unparsable_prompts"] == 1 and row["unparsable_examples"] == ["an orange hexagon"]
+    assert row["scored_prompts"] == 9
+    for key in ("prompt_accuracy", "exact_match_trained", "exact_match_heldout", "exact_match_full",
+                "exact_match_partial", "attribute_accuracy_micro", "shape_accuracy_template"):
+        assert 0 <= row[key] <= 1, key
+    assert row["prompt_accuracy"] <= row["attribute_accuracy_micro"]  # exact match is the stricter figure
+    assert set(row["attribute_accuracy_by_group"]) == {"trained", "heldout"}
+    assert 0 <= row["reader_agreement"]["shape"] <= 1
+    md = out.with_suffix(".md").read_text()
+    assert "| exact match |" in md and "trained pairs | held-out pairs |" in md
+    assert (tmp_path / "q-out-sheet.png").read_bytes()[:4] == b"\x89PNG" and "_samples" not in row
 
 
 def test_technique_variants() -> None:

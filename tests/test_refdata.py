@@ -7,9 +7,13 @@ from genaccel.refdata import (
     ATTRIBUTES,
     HELDOUT_COMBOS,
     ShapeSpec,
+    draw_shape,
     make_dataset,
+    natural_caption,
     parse_caption,
+    parse_prompt,
     render,
+    sample_free,
     sample_specs,
 )
 
@@ -80,3 +84,69 @@ def test_spec_validation():
     assert set(ShapeSpec("circle", "red", "small", "center", "grey").as_dict()) == set(
         ATTRIBUTES
     )
+
+
+def test_full_caption_unchanged_and_natural_captions_deterministic():
+    spec = ShapeSpec("triangle", "red", "small", "top left", "grey")
+    assert spec.caption() == "a small red triangle at the top left on a grey background"
+    a = [s.caption(np.random.default_rng(5)) for s in sample_specs(20, seed=2, split="all")]
+    b = [s.caption(np.random.default_rng(5)) for s in sample_specs(20, seed=2, split="all")]
+    assert a == b
+
+
+def test_natural_captions_parse_back_to_the_attributes_they_keep():
+    rng = np.random.default_rng(0)
+    forms = set()
+    partial = 0
+    for spec in sample_specs(400, seed=1, split="all"):
+        text = natural_caption(spec, rng)
+        parsed = parse_prompt(text)
+        assert parsed.ok, text
+        assert parsed.attributes.items() <= spec.as_dict().items(), text  # only true attributes
+        partial += len(parsed.attributes) < len(ATTRIBUTES)
+        forms.add(text.split()[0])
+    assert partial > 100 and len(forms) > 3  # attributes left out, several word orders
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a gray disc in the centre", {"shape": "circle", "background": "grey", "position": "center"}),
+        ("in the middle, a big purple star", {"shape": "star", "colour": "magenta", "size": "large",
+                                               "position": "center"}),
+        ("black background with a tiny cyan square in the upper-right",
+         {"shape": "square", "colour": "cyan", "size": "small", "position": "top right", "background": "black"}),
+        ("a red shape", {"colour": "red"}),
+    ],
+)
+def test_parse_prompt_synonyms_partials_and_word_orders(text, expected):
+    parsed = parse_prompt(text)
+    assert parsed.ok and parsed.attributes == expected
+
+
+@pytest.mark.parametrize("text", ["an orange circle", "a red hexagon", "a red and blue square", "a photo of a dog"])
+def test_parse_prompt_flags_what_cannot_be_scored(text):
+    assert not parse_prompt(text).ok
+
+
+def test_free_shapes_labels_and_shared_drawing_code():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        f = sample_free(rng)
+        assert f.r + 1 <= f.cx <= 63 - f.r and f.r + 1 <= f.cy <= 63 - f.r
+        assert np.asarray(f.draw()).shape == (64, 64, 3)
+    # render() goes through draw_shape: a spec at its nominal centre matches a direct drawing
+    spec = ShapeSpec("circle", "red", "large", "center", "white")
+    direct = draw_shape("circle", (230, 25, 25), (255, 255, 255), 32.0, 32.0, 15.0)
+    assert np.abs(np.asarray(direct).astype(int) - np.asarray(render(spec, np.random.default_rng(0)))).mean() < 20
+
+
+def test_negative_generators_are_deterministic_and_distinct():
+    from genaccel.refdata.negatives import HELDOUT_KINDS, TRAIN_KINDS, negatives
+
+    assert not set(TRAIN_KINDS) & set(HELDOUT_KINDS)
+    a, kinds = negatives(14, seed=1, generator="heldout")
+    b, _ = negatives(14, seed=1, generator="heldout")
+    assert a.shape == (14, 64, 64, 3) and np.array_equal(a, b) and set(kinds) == set(HELDOUT_KINDS)
+    t, tk = negatives(12, seed=1, generator="train")
+    assert set(tk) == set(TRAIN_KINDS) and np.all(t[tk.index("empty")] == t[tk.index("empty")][0, 0])

@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -22,8 +22,15 @@ class QualitySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = True
     prompts: int = Field(200, ge=8, le=5000)
-    """Held-out captions of the reference generator, one image each."""
+    """Captions of the reference generator, one image each: alternately from trained and held-out
+    shape-colour pairs, and (``captions: mixed``) alternately in the full and a natural form."""
     seed: int = Field(1234, ge=0, le=2**32 - 1)
+    captions: Literal["mixed", "full"] = "mixed"
+    """``full``: every caption in the one fixed form; ``mixed``: half of them natural (attributes
+    left out, synonyms, other word orders)."""
+    extra_prompts: list[str] = Field(default_factory=list, max_length=100)
+    """Further prompts rendered and scored as given; those the caption parser cannot read are
+    counted as ``unparsable_prompts``, not scored."""
 
 
 class Variant(BaseModel):

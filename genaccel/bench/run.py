@@ -2,9 +2,13 @@
 
 Each row: warm-up calls, then ``repeats`` timed end-to-end pipeline calls (text encoding,
 denoising, VAE decode) through the same ``generate_images`` the job runner uses; denoiser
-evaluations and peak memory while timing; then quality on the reference generator's held-out
-captions (prompt accuracy, Fréchet distance in the evaluator's feature space, and PSNR/SSIM
-against the group's baseline row at the same seeds).
+evaluations and peak memory while timing; then quality on the reference generator's
+captions, half from trained and half from held-out shape-colour pairs, half in the full form and
+half natural (parts left out, synonyms, other orders): exact-match prompt accuracy (every
+attribute a prompt names read back) by the evaluator, per-attribute accuracy by pair group, the
+template check's reads (nothing learned) and where the two readers disagree, unparsable prompts
+counted, Fréchet distance in the evaluator's feature space, and PSNR/SSIM against the group's
+baseline row at the same seeds.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ from genaccel.settings import Settings
 from genaccel.spec import JobRequest
 
 Progress = Callable[[str], None]
+#: Quality columns besides ``prompt_accuracy`` (now exact match by the evaluator), ``fd``, ``psnr``, ``ssim``.
+QUALITY_KEYS = ("exact_match_trained", "exact_match_heldout", "exact_match_full", "exact_match_partial",
+                "attribute_accuracy_micro", "attribute_accuracy", "attribute_accuracy_by_group",
+                "shape_accuracy_evaluator", "shape_accuracy_template", "template_exact_match",
+                "shape_none_rate", "reader_agreement", "disagreements", "scored_prompts", "unparsable_prompts",
+                "unparsable_examples")
 EVALUATOR = Path(__file__).resolve().parents[2] / "assets" / "evaluator"
 
 
@@ -45,16 +55,28 @@ def _request(row: BenchRow, prompt: str, seed: int, count: int = 1) -> JobReques
 
 
 class QualityData:
-    """Held-out captions, their real images' features, and the Fréchet floor."""
+    """Quality captions (trained and held-out pairs, full and natural forms), their real images'
+    features, and the Fréchet floor."""
 
-    def __init__(self, count: int, seed: int, evaluator_dir: Path = EVALUATOR) -> None:
+    def __init__(self, count: int, seed: int, evaluator_dir: Path = EVALUATOR, captions: str = "mixed",
+                 extra_prompts: list[str] | None = None) -> None:
         from genaccel.metrics.evaluator import Evaluator
         from genaccel.metrics.quality import frechet_distance
         from genaccel.refdata.shapes import render, sample_specs
 
         self.evaluator = Evaluator.load(evaluator_dir)
-        specs = sample_specs(count, seed, split="heldout")
-        self.prompts = [s.caption() for s in specs]
+        held = sample_specs(count - count // 2, seed, split="heldout")
+        trained = sample_specs(count // 2, seed + 7, split="train")
+        specs = [s for pair in zip(held, trained, strict=False) for s in pair] + held[len(trained):]
+        self.groups: list[str | None] = ["heldout" if i % 2 == 0 or i >= 2 * len(trained) else "trained"
+                                         for i in range(len(specs))]
+        rng = np.random.default_rng([seed, 0xCA9])
+        self.prompts = [s.caption(rng) if captions == "mixed" and i % 4 >= 2 else s.caption()
+                        for i, s in enumerate(specs)]
+        self.real_count = len(specs)
+        if extra_prompts:
+            self.prompts += list(extra_prompts)
+            self.groups += [None] * len(extra_prompts)
         reals = []
         for offset in (1, 2):
             rng = np.random.default_rng(seed + offset)
@@ -79,7 +101,9 @@ def run_matrix(matrix: BenchMatrix, settings: Settings, *, command: str = "",
     rows = [r if PROFILES.get(r.profile) is None or PROFILES[r.profile].recipe(registry.resolve(r.model).family).steps
             is None else dataclasses.replace(r, steps=None) for r in rows]
     prepared = [prepare_request(_request(r, "a shape", matrix.seed, r.batch), registry, settings) for r in rows]
-    quality = QualityData(matrix.quality.prompts, matrix.quality.seed) if matrix.quality.enabled else None
+    q = matrix.quality
+    quality = QualityData(q.prompts, q.seed, captions=q.captions, extra_prompts=q.extra_prompts) if q.enabled \
+        else None
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     pipes: dict[str, Any] = {}
@@ -116,7 +140,9 @@ def run_matrix(matrix: BenchMatrix, settings: Settings, *, command: str = "",
     meta = {
         "name": matrix.name, "command": command, "machine": machine(), "device": str(device),
         "dtype": str(dtype).removeprefix("torch."), "repeats": matrix.repeats, "warmup": matrix.warmup,
-        "quality_prompts": len(quality.prompts) if quality else 0, "quality_split": "heldout",
+        "quality_prompts": len(quality.prompts) if quality else 0,
+        "quality_split": "trained+heldout pairs, alternating",
+        "quality_captions": matrix.quality.captions,
         "fd_floor": quality.fd_floor if quality else None, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "torch": torch.__version__, "matrix": matrix.model_dump(mode="json"),
     }
@@ -152,14 +178,14 @@ def _measure(pipe: Any, request: JobRequest, row: BenchRow, matrix: BenchMatrix,
         "s_per_step": statistics.median(latencies) / steps,
         "peak_rss_mb": round(memory.peak_rss / 2**20, 1),
         "peak_vram_mb": round(memory.peak_vram / 2**20, 1) if memory.peak_vram is not None else None,
-        "prompt_accuracy": None, "fd": None, "psnr": None, "ssim": None,
+        "prompt_accuracy": None, "fd": None, "psnr": None, "ssim": None, **dict.fromkeys(QUALITY_KEYS),
     }
 
 
 def _quality(pipe: Any, request: JobRequest, data: QualityData, row: BenchRow,
              baselines: dict[tuple[Any, ...], np.ndarray], chunk: int, say: Callable[[int], None],
              applied: TechniqueSet) -> dict[str, Any]:
-    from genaccel.metrics.quality import frechet_distance, prompt_accuracy, psnr, ssim
+    from genaccel.metrics.quality import frechet_distance, psnr, ssim
     from pipelines.image import generate_images
 
     images = []
@@ -172,13 +198,44 @@ def _quality(pipe: Any, request: JobRequest, data: QualityData, row: BenchRow,
         images += [np.asarray(im.convert("RGB"))
                    for im in generate_images(pipe, seeded, lambda s, t: None, prompts=prompts)]
     stack = np.stack(images)
-    out: dict[str, Any] = {
-        "prompt_accuracy": prompt_accuracy(data.evaluator, stack, data.prompts),
-        "fd": frechet_distance(data.real_features, data.evaluator.extract_features(stack)),
-    }
+    out = score_quality(data.evaluator, stack, data.prompts, data.groups)
+    out["fd"] = frechet_distance(data.real_features, data.evaluator.extract_features(stack[:data.real_count]))
     if row.baseline:
         baselines[row.group] = stack
     elif row.group in baselines and baselines[row.group].shape == stack.shape:
         ref = baselines[row.group]
         out.update(psnr=psnr(ref, stack), ssim=ssim(ref, stack))
     return out
+
+
+def score_quality(evaluator: Any, images: np.ndarray, prompts: list[str], groups: list[str | None] | None = None,
+                  sample_count: int = 32) -> dict[str, Any]:
+    """The quality columns of one row from its images (uint8 (N, H, W, 3)) and prompts, plus
+    ``_samples`` (the first ``sample_count`` outputs with both reads) for the contact sheet."""
+    from genaccel.metrics.quality import agreement, score_reads
+    from genaccel.metrics.template import read_templates
+
+    reads = evaluator.predict(images)
+    templates = read_templates(images)
+    samples = [{"image": images[i], "prompt": prompts[i], "evaluator": reads[i], "template": templates[i]}
+               for i in range(min(sample_count, len(prompts)))]
+    by_eval = score_reads(reads, prompts, groups)
+    by_template = score_reads(templates, prompts, groups)
+    agree = agreement(reads, templates, prompts)
+    return {
+        "prompt_accuracy": by_eval["exact_match"],
+        **{k: by_eval[k] for k in ("exact_match_trained", "exact_match_heldout", "exact_match_full",
+                                   "exact_match_partial", "attribute_accuracy_micro", "attribute_accuracy",
+                                   "attribute_accuracy_by_group")},
+        "shape_accuracy_evaluator": by_eval["attribute_accuracy"]["shape"],
+        "shape_accuracy_template": by_template["attribute_accuracy"]["shape"],
+        "template_exact_match": by_template["exact_match"],
+        "shape_none_rate": float(np.mean([r["shape"] == "none" for r in reads])) if reads else None,
+        "reader_agreement": agree["rate"],
+        "disagreements": [{"prompt": e["prompt"], "evaluator": e["a"], "template": e["b"]}
+                          for e in agree["examples"]],
+        "scored_prompts": by_eval["scored"],
+        "unparsable_prompts": by_eval["unparsable"],
+        "unparsable_examples": by_eval["unparsable_examples"],
+        "_samples": samples,
+    }

@@ -5,6 +5,11 @@ channels) take 64x64 -> 4x4, then a linear layer to a ``feature_dim``
 (default 128) feature vector (used for Fréchet distance) and one linear head
 per attribute in :data:`genaccel.refdata.ATTRIBUTES`.  ~0.2 M parameters
 (< 0.5 MB as fp16).  Saved as ``model.safetensors`` (fp16) + ``config.json``.
+
+Saying "none": an attribute whose value list holds ``"none"`` (the shape head of the shipped
+evaluator, trained on negatives from :mod:`genaccel.refdata.negatives`) reads "none" when that
+class wins, and any attribute with a confidence threshold (``thresholds`` in ``config.json``)
+reads "none" when its top softmax probability is below it.
 """
 
 from __future__ import annotations
@@ -62,8 +67,10 @@ class Evaluator(nn.Module):
         channels: Sequence[int] = (16, 32, 64, 64),
         feature_dim: int = 128,
         attributes: dict[str, Sequence[str]] | None = None,
+        thresholds: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
+        self.thresholds = {k: float(v) for k, v in (thresholds or {}).items()}
         self.channels = tuple(int(c) for c in channels)
         self.feature_dim = int(feature_dim)
         self.attributes = {k: tuple(v) for k, v in (attributes or ATTRIBUTES).items()}
@@ -111,9 +118,14 @@ class Evaluator(nn.Module):
         out: list[dict[str, str]] = []
         for i in range(0, len(x), batch_size):
             logits = self(x[i : i + batch_size].to(self._device()))
-            idx = {k: v.argmax(1).tolist() for k, v in logits.items()}
+            probs = {k: v.softmax(1).max(1) for k, v in logits.items()}
+            idx = {k: p.indices.tolist() for k, p in probs.items()}
+            conf = {k: p.values.tolist() for k, p in probs.items()}
             for j in range(len(next(iter(idx.values())))):
-                out.append({k: self.attributes[k][idx[k][j]] for k in self.attributes})
+                out.append({
+                    k: "none" if conf[k][j] < self.thresholds.get(k, 0.0) else self.attributes[k][idx[k][j]]
+                    for k in self.attributes
+                })
         return out
 
     @torch.no_grad()
@@ -139,6 +151,7 @@ class Evaluator(nn.Module):
             "channels": list(self.channels),
             "feature_dim": self.feature_dim,
             "attributes": {k: list(v) for k, v in self.attributes.items()},
+            "thresholds": dict(self.thresholds),
             "image_size": IMAGE_SIZE,
         }
 
@@ -164,6 +177,7 @@ class Evaluator(nn.Module):
             channels=cfg["channels"],
             feature_dim=cfg["feature_dim"],
             attributes=cfg["attributes"],
+            thresholds=cfg.get("thresholds"),
         )
         state = load_file(str(d / WEIGHTS_NAME))
         model.load_state_dict(

@@ -9,9 +9,13 @@ from genaccel.refdata.shapes import (
     SHAPES,
     SIZES,
     ShapeSpec,
+    draw_shape,
     make_dataset,
+    natural_caption,
     parse_caption,
+    parse_prompt,
     render,
+    sample_free,
     sample_specs,
 )
 
@@ -24,8 +28,12 @@ __all__ = [
     "SHAPES",
     "SIZES",
     "ShapeSpec",
+    "draw_shape",
     "make_dataset",
+    "natural_caption",
     "parse_caption",
+    "parse_prompt",
     "render",
+    "sample_free",
     "sample_specs",
 ]

@@ -89,8 +89,15 @@ class ShapeSpec:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"invalid {name}: {getattr(self, name)!r}")
 
-    def caption(self) -> str:
-        """E.g. 'a small red triangle at the top left on a grey background'."""
+    def caption(self, rng: np.random.Generator | None = None) -> str:
+        """E.g. 'a small red triangle at the top left on a grey background'.
+
+        Without ``rng`` this is the one full, fixed form (what the shipped models were trained
+        on).  With ``rng`` it is a :func:`natural_caption`: attributes left out, synonyms and other
+        word orders, drawn from ``rng``.
+        """
+        if rng is not None:
+            return natural_caption(self, rng)
         where = (
             "in the center" if self.position == "center" else f"at the {self.position}"
         )
@@ -121,24 +128,96 @@ def _polygon(
     return pts
 
 
+def draw_shape(
+    shape: str,
+    fill: tuple[int, int, int],
+    background: tuple[int, int, int],
+    cx: float,
+    cy: float,
+    r: float,
+    angle: float = 0.0,
+    size: int = IMAGE_SIZE,
+) -> Image.Image:
+    """One shape of circumradius ``r`` px at centre (cx, cy) px on a flat ``background``.
+
+    The drawing code every renderer (and the template check) shares: 4x supersampled, box
+    downsampled.  ``angle`` (radians) rotates square/triangle/star.
+    """
+    s = _SS
+    cx, cy, r = cx * s, cy * s, r * s
+    big = Image.new("RGB", (size * s, size * s), background)
+    draw = ImageDraw.Draw(big)
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    else:
+        draw.polygon(_polygon(shape, cx, cy, r, angle), fill=fill)
+    return big.resize((size, size), Image.Resampling.BOX)
+
+
 def render(spec: ShapeSpec, rng: np.random.Generator) -> Image.Image:
     """Draw ``spec`` as a 64x64 RGB image with jitter drawn from ``rng``."""
     dx, dy = rng.uniform(-2.0, 2.0, size=2)
     r = _RADIUS[spec.size] * rng.uniform(0.9, 1.1)
     angle = rng.uniform(0.0, 2 * math.pi)
     cx, cy = _CENTRES[spec.position]
-    s = _SS
-    cx, cy, r = (cx + dx) * s, (cy + dy) * s, r * s
-    big = Image.new(
-        "RGB", (IMAGE_SIZE * s, IMAGE_SIZE * s), BACKGROUNDS[spec.background]
+    return draw_shape(
+        spec.shape, COLOURS[spec.colour], BACKGROUNDS[spec.background], cx + dx, cy + dy, r, angle
     )
-    draw = ImageDraw.Draw(big)
-    fill = COLOURS[spec.colour]
-    if spec.shape == "circle":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-    else:
-        draw.polygon(_polygon(spec.shape, cx, cy, r, angle), fill=fill)
-    return big.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX)
+
+
+#: Radius (px) splitting "small" from "large" (geometric mean of the two nominal radii).
+SIZE_SPLIT = math.sqrt(_RADIUS["small"] * _RADIUS["large"])
+#: A free centre this close (px) to a named position's centre is labelled with that position.
+POSITION_RADIUS = 6.0
+
+
+def named_size(r: float) -> str:
+    """The size word for circumradius ``r`` px."""
+    return "small" if r < SIZE_SPLIT else "large"
+
+
+def named_position(cx: float, cy: float) -> str | None:
+    """The named position whose centre is within :data:`POSITION_RADIUS` px, else None."""
+    name, (px, py) = min(_CENTRES.items(), key=lambda kv: (kv[1][0] - cx) ** 2 + (kv[1][1] - cy) ** 2)
+    return name if math.hypot(px - cx, py - cy) <= POSITION_RADIUS else None
+
+
+@dataclass(frozen=True)
+class FreeShape:
+    """A shape at any centre and size: attributes plus geometry; ``position`` is None off the
+    named positions."""
+
+    shape: str
+    colour: str
+    background: str
+    cx: float
+    cy: float
+    r: float
+    angle: float
+
+    @property
+    def size(self) -> str:
+        return named_size(self.r)
+
+    @property
+    def position(self) -> str | None:
+        return named_position(self.cx, self.cy)
+
+    def draw(self) -> Image.Image:
+        return draw_shape(self.shape, COLOURS[self.colour], BACKGROUNDS[self.background],
+                          self.cx, self.cy, self.r, self.angle)
+
+
+def sample_free(rng: np.random.Generator, split: str = "all", r_range: tuple[float, float] = (5.0, 17.0)
+                ) -> FreeShape:
+    """A shape at a uniformly random centre (kept inside the canvas) and radius in ``r_range``."""
+    combos = _combos(split)
+    shape, colour = combos[int(rng.integers(len(combos)))]
+    r = float(rng.uniform(*r_range))
+    lo, hi = r + 1.0, IMAGE_SIZE - r - 1.0
+    cx, cy = (float(v) for v in rng.uniform(lo, hi, size=2))
+    bg = tuple(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
+    return FreeShape(shape, colour, bg, cx, cy, r, float(rng.uniform(0.0, 2 * math.pi)))
 
 
 def _combos(split: str) -> list[tuple[str, str]]:
@@ -179,6 +258,53 @@ def make_dataset(
     return images, specs
 
 
+# --- natural captions -------------------------------------------------------
+
+_SAY: dict[str, dict[str, tuple[str, ...]]] = {
+    "shape": {"circle": ("circle", "circle", "disc"), "square": ("square",), "triangle": ("triangle",),
+              "star": ("star",)},
+    "colour": {c: (c,) for c in COLOURS} | {"magenta": ("magenta", "magenta", "purple")},
+    "size": {"small": ("small", "small", "tiny", "little"), "large": ("large", "large", "big")},
+    "background": {"white": ("white",), "grey": ("grey", "gray"), "black": ("black",)},
+}
+_WHERE: dict[str, tuple[str, ...]] = {
+    "center": ("in the center", "in the centre", "in the middle", "at the center"),
+    **{p: (f"at the {p}", f"in the {p} corner", f"at the {p.replace(' ', '-')}",
+           f"in the {p.replace('top', 'upper').replace('bottom', 'lower')}")
+       for p in POSITIONS if p != "center"},
+}
+_BG: tuple[str, ...] = ("on a {} background", "on {}", "against a {} background", "{} background")
+
+
+def natural_caption(spec: ShapeSpec, rng: np.random.Generator, drop: float = 0.3) -> str:
+    """A varied caption of ``spec``: each attribute left out with probability ``drop`` (at least one
+    kept; an unnamed shape is "shape"), synonyms (grey/gray, center/centre/middle, big/large, ...)
+    and the object, position and background phrases in any order.  :func:`parse_caption` reads
+    back exactly the attributes kept.  Deterministic in ``rng``.
+    """
+    keep = {a for a in ATTRIBUTES if rng.random() >= drop}
+    if not keep:
+        keep = {tuple(ATTRIBUTES)[int(rng.integers(len(ATTRIBUTES)))]}
+
+    def say(attr: str) -> str:
+        words = _SAY[attr][getattr(spec, attr)]
+        return words[int(rng.integers(len(words)))]
+
+    noun = say("shape") if "shape" in keep else "shape"
+    adjectives = [say(a) for a in ("size", "colour") if a in keep]
+    obj = " ".join(["a", *adjectives, noun])
+    phrases = [obj]
+    if "position" in keep:
+        opts = _WHERE[spec.position]
+        phrases.append(opts[int(rng.integers(len(opts)))])
+    if "background" in keep:
+        phrases.append(_BG[int(rng.integers(len(_BG)))].format(say("background")))
+    order = [0, *rng.permutation(range(1, len(phrases))).tolist()] if rng.random() < 0.6 else \
+        rng.permutation(len(phrases)).tolist()
+    sep = ", " if rng.random() < 0.4 else " "
+    return sep.join(phrases[i] for i in order)
+
+
 # --- caption parsing -------------------------------------------------------
 
 _SYNONYMS: dict[str, dict[str, str]] = {
@@ -210,19 +336,42 @@ _POSITION_RE = re.compile(
 )
 
 
-def parse_caption(text: str) -> dict[str, str]:
-    """Attributes named in ``text`` (any subset) as canonical values.
+#: Words that name a colour or shape outside the vocabulary: a prompt with one is unparsable.
+UNKNOWN_WORDS: dict[str, frozenset[str]] = {
+    "colour": frozenset({"orange", "brown", "violet", "teal", "navy", "gold", "golden", "silver", "beige",
+                         "maroon", "olive", "turquoise", "lime", "indigo", "crimson", "scarlet", "lavender"}),
+    "shape": frozenset({"hexagon", "pentagon", "octagon", "oval", "ellipse", "rectangle", "heart", "diamond",
+                        "cross", "crescent", "ring", "arrow", "rhombus", "trapezoid", "hexagons", "pentagons",
+                        "rectangles", "hearts", "ovals"}),
+}
 
-    Object colours and background colours are disjoint vocabularies, so a
-    white/grey/black word is always read as the background.  The first
-    mention of each attribute wins.
-    """
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """What :func:`parse_prompt` read: canonical attributes, and why it cannot be scored (if so)."""
+
+    attributes: dict[str, str]
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when the prompt can be scored (names an attribute, nothing unknown or conflicting)."""
+        return bool(self.attributes) and not self.problems
+
+
+def _scan(text: str) -> tuple[dict[str, str], list[str]]:
     lowered = text.lower()
     out: dict[str, str] = {}
+    problems: list[str] = []
     for word in re.findall(r"[a-z]+", lowered):
         for attr, table in _SYNONYMS.items():
-            if attr not in out and word in table:
-                out[attr] = table[word]
+            if word in table:
+                if attr in out and out[attr] != table[word]:
+                    problems.append(f"{attr} named twice ({out[attr]!r} and {table[word]!r})")
+                out.setdefault(attr, table[word])
+        for attr, words in UNKNOWN_WORDS.items():
+            if word in words:
+                problems.append(f"unknown {attr} {word!r}")
     m = _POSITION_RE.search(lowered)
     if m:
         if m.group("c"):
@@ -230,4 +379,30 @@ def parse_caption(text: str) -> dict[str, str]:
         else:
             v = "top" if m.group("v") in ("top", "upper") else "bottom"
             out["position"] = f"{v} {m.group('h')}"
-    return {k: out[k] for k in ATTRIBUTES if k in out}
+    return {k: out[k] for k in ATTRIBUTES if k in out}, problems
+
+
+def parse_caption(text: str) -> dict[str, str]:
+    """Attributes named in ``text`` (any subset) as canonical values.
+
+    Object colours and background colours are disjoint vocabularies, so a
+    white/grey/black word is always read as the background.  The first
+    mention of each attribute wins.  See :func:`parse_prompt` to learn whether
+    the prompt can be scored at all.
+    """
+    return _scan(text)[0]
+
+
+def parse_prompt(text: str) -> ParsedPrompt:
+    """Like :func:`parse_caption`, plus the problems that make a prompt unscorable: a colour or
+    shape word outside the vocabulary (e.g. "orange", "hexagon"), an attribute named with two
+    different values, or no attribute named at all.
+
+    Example:
+        >>> parse_prompt("an orange square").ok
+        False
+    """
+    attributes, problems = _scan(text)
+    if not attributes and not problems:
+        problems = ["names no attribute"]
+    return ParsedPrompt(attributes, tuple(dict.fromkeys(problems)))
