@@ -9,6 +9,7 @@ from genaccel.accel import density as density
 from genaccel.accel import dit_cache as dit_cache
 from genaccel.accel import levers as levers
 from genaccel.accel import lora as lora
+from genaccel.accel import quantize as quantize
 from genaccel.accel import shallow as shallow
 from genaccel.accel import solver as solver
 from genaccel.accel import todo as todo
