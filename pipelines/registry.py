@@ -125,9 +125,11 @@ def family_of(pipeline_class: str, components: dict[str, Any]) -> Family:
 
 
 def load_plugins(settings: Settings) -> dict[str, ModelInfo]:
-    """Import ``Settings.plugins``: each module registers its adapters when imported and may
-    offer ``models() -> list[ModelInfo]``; returns those models by name."""
+    """Import ``Settings.plugins``: each module may offer ``adapters() -> list`` (registered
+    here, every time) and ``models() -> list[ModelInfo]``; returns those models by name."""
     import importlib
+
+    from pipelines.modality import register_adapter
 
     found: dict[str, ModelInfo] = {}
     for name in settings.plugins:
@@ -136,6 +138,8 @@ def load_plugins(settings: Settings) -> dict[str, ModelInfo]:
         except ImportError as exc:
             raise ModelNotAvailable(f"plugin {name!r} (GENACCEL_PLUGINS) cannot be imported ({exc}); "
                                     "fix: install it or remove it from GENACCEL_PLUGINS") from None
+        for adapter in getattr(module, "adapters", list)():
+            register_adapter(adapter)
         for info in getattr(module, "models", list)():
             found[info.name] = info
     return found

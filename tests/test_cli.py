@@ -27,11 +27,11 @@ def test_render_twice_gives_identical_pixels(capsys: pytest.CaptureFixture[str],
     paths = []
     for _ in range(2):
         code, out, _ = run(capsys, "render", "a cat", "--model", "tiny-sd", "--steps", "2", "--seed", "7",
-                           "--out", str(tmp_path))
+                           "--out", str(tmp_path), "--no-cache")
         assert code == 0
         (line,) = out.splitlines()
         paths.append(Path(line))
-    assert paths[0] != paths[1] and all(p.is_file() for p in paths)
+    assert paths[0] != paths[1] and all(p.is_file() for p in paths)  # two runs: --no-cache skips the result cache
     a, b = (np.asarray(Image.open(p)) for p in paths)
     assert np.array_equal(a, b)
 
@@ -57,7 +57,7 @@ def test_render_json_and_from_artifact(capsys: pytest.CaptureFixture[str], tmp_p
         (["a cat", "--model", "nope"], "model='nope' is invalid: no such model; fix: use one of: noop, "),
         (["a cat", "--modality", "smell"], "modality='smell' is invalid"),
         (["a cat", "--modality", "video"], "modality='video' is invalid: no video pipeline is available"),
-        (["--steps", "2"], "prompt is missing; fix: pass a PROMPT argument or --from FILE.png"),
+        (["--steps", "2"], "prompt is missing; fix: pass a PROMPT argument or --from FILE (a genaccel artifact)"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], args: list[str], expected: str) -> None:

@@ -91,7 +91,7 @@ def test_modality_and_profile_errors(settings: Settings) -> None:
         resolved(settings, modality="video")
     with pytest.raises(InvalidRequest, match=r"model='tiny-sd' is invalid: serves image, not music"):
         resolved(settings, modality="music", model="tiny-sd")
-    with pytest.raises(InvalidRequest, match=r"profile='turbo' is invalid: no such profile; fix: use one of: off"):
-        resolved(settings, profile="turbo")
+    with pytest.raises(InvalidRequest, match=r"profile='warp' is invalid: no such profile; fix: use one of: off"):
+        resolved(settings, profile="warp")
     with pytest.raises(InvalidRequest, match=r"warp. is invalid: no such technique; fix: use one of: .*deepcache"):
         resolved(settings, techniques=[{"name": "warp"}])

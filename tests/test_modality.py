@@ -23,7 +23,7 @@ from genaccel.errors import InvalidRequest
 from genaccel.settings import Settings
 from genaccel.spec import JobRequest
 from pipelines.engine import LocalEngine
-from pipelines.modality import adapter_for, served_modalities
+from pipelines.modality import ADAPTERS, adapter_for, served_modalities
 from pipelines.prepare import prepare_request
 from pipelines.registry import ModelRegistry
 
@@ -31,9 +31,10 @@ PLUGIN = "tests.plugins.sine"
 
 
 @pytest.fixture
-def sine(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def sine(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     monkeypatch.setenv("GENACCEL_PLUGINS", json.dumps([PLUGIN]))
-    return Settings(home=isolated_home, default_model="tiny-sd", plugins=[PLUGIN], rate_limit_per_min=0)
+    yield Settings(home=isolated_home, default_model="tiny-sd", plugins=[PLUGIN], rate_limit_per_min=0)
+    ADAPTERS.adapters.pop("sine", None)  # the rest of the suite runs without the test modality
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -37,7 +37,7 @@ def test_profiles_resolve_per_family_and_keep_their_steps(settings: Settings) ->
 
 def test_unknown_profile_is_refused(settings: Settings) -> None:
     with pytest.raises(InvalidRequest, match=r"no such profile.*off, balanced, fast, max"):
-        prepare_request(JobRequest(prompt="a cat", profile="turbo"), ModelRegistry(settings), settings)
+        prepare_request(JobRequest(prompt="a cat", profile="warp"), ModelRegistry(settings), settings)
 
 
 def test_solver_three_runs(tiny_sd) -> None:  # type: ignore[no-untyped-def]

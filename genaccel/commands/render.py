@@ -58,6 +58,8 @@ def render(
                                                    "MP4, WAV, FLAC... or its JSON sidecar).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("outputs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished job as JSON.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run the pipeline even when an identical request "
+                                           "already succeeded (the result cache).")] = False,
 ) -> None:
     """Render one request and print where its files are."""
     from genaccel.spec import JobRequest, validate_request
@@ -65,7 +67,7 @@ def render(
     options = _flat(modality=modality, model=model, profile=profile, steps=steps, guidance=guidance, seed=seed,
                     width=width, height=height, negative=negative, num_outputs=num_outputs, frames=frames, fps=fps,
                     duration=duration, voice=voice, speed=speed, output_format=output_format, priority=priority,
-                    init=str(init) if init else None, strength=strength,
+                    init=str(init) if init else None, strength=strength, cache=False if no_cache else None,
                     techniques=[parse_technique_option(t) for t in technique] if technique else None)
     if from_file is not None:
         from genaccel.artifacts import request_from_artifact

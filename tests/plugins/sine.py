@@ -18,7 +18,7 @@ from genaccel.errors import InvalidRequest
 from genaccel.families import Family
 from genaccel.settings import Settings
 from genaccel.spec import JobRequest
-from pipelines.modality import AudioOutput, Output, RunHooks, check_format, register_adapter
+from pipelines.modality import AudioOutput, Output, RunHooks, check_format
 from pipelines.registry import ModelDefaults, ModelInfo
 
 NOTES = {"C": -9, "D": -7, "E": -5, "F": -4, "G": -2, "A": 0, "B": 2}
@@ -90,7 +90,8 @@ class SineAdapter:
         return pipeline_class == "SinePipeline"
 
 
-register_adapter(SineAdapter())
+def adapters() -> list[SineAdapter]:
+    return [SineAdapter()]
 
 
 def models() -> list[ModelInfo]:
