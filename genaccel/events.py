@@ -6,7 +6,7 @@ across processes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,17 +29,3 @@ class JobEvent:
 
 Listener = Callable[[JobEvent], None]
 
-
-def fan_out(listeners: Sequence[Listener]) -> Listener:
-    """One listener that calls each of ``listeners``; one that raises never stops the others."""
-    import logging
-
-    log = logging.getLogger(__name__)
-
-    def call(event: JobEvent) -> None:
-        for listener in listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event listener failed on %s of job %s", event.name, event.job_id)
-    return call

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from genaccel.accel import apply_techniques
 from genaccel.artifacts import artifact_locations, write_audio, write_png, write_video
 from genaccel.artifacts.storage import LocalArtifacts, artifact_store
@@ -348,18 +350,8 @@ def _remove_dead_staging(root: Path) -> None:
     if not root.is_dir():
         return
     for folder in root.iterdir():
-        if folder.name.isdigit() and not _alive(int(folder.name)):
+        if folder.name.isdigit() and not psutil.pid_exists(int(folder.name)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def save_output(output: Output, path: Path, fmt: str, request: JobRequest, seed: int,

@@ -10,15 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from genaccel.artifacts.audio import AUDIO_FORMATS, check_audio_format, read_audio_tag, write_audio
+from genaccel.artifacts.audio import check_audio_format, read_audio_tag, write_audio
 from genaccel.artifacts.meta import META_KEY, payload, read_sidecar, sidecar_path, versions
 from genaccel.artifacts.png import a1111_parameters, read_png, write_png
-from genaccel.artifacts.video import VIDEO_FORMATS, read_video_tag, write_video
+from genaccel.artifacts.video import read_video_tag, write_video
 from genaccel.errors import BadInputFile
 from genaccel.spec import Artifact, JobRequest, parse_request
-
-MEDIA_TYPES: dict[str, str] = {
-    "png": "image/png", **{k: v[2] for k, v in VIDEO_FORMATS.items()}, **{k: v[2] for k, v in AUDIO_FORMATS.items()}}
 
 __all__ = [
     "MEDIA_TYPES",
