@@ -169,8 +169,8 @@ def calibrate(
 
 @app.command()
 def prune(
-    model: Annotated[str, typer.Option("--model", help="SD-architecture model to prune (name or folder).")],
-    ratio: Annotated[float, typer.Option("--ratio", help="Share of UNet parameters to remove (0..1).")] = 0.3,
+    model: Annotated[str, typer.Option("--model", help="SD-UNet or PixArt-DiT model to prune (name or folder).")],
+    ratio: Annotated[float, typer.Option("--ratio", help="Share of denoiser parameters to remove (0..1).")] = 0.3,
     out: Annotated[Path | None, typer.Option("--out", help="Pruned model folder (default: "
                                              "GENACCEL_HOME/models/NAME-pruned).")] = None,
     recover_steps: Annotated[int, typer.Option("--recover-steps", help="Distillation steps from the unpruned "
@@ -184,10 +184,12 @@ def prune(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     remove: Annotated[str | None, typer.Option("--remove", help="Remove exactly these units instead of the "
                                                "ranking's choice (comma-separated, e.g. mid_block,"
-                                               "up_blocks.2.attentions); --ratio is then ignored.")] = None,
+                                               "up_blocks.2.attentions or transformer_blocks.3); --ratio is "
+                                               "then ignored.")] = None,
 ) -> None:
-    """Remove the UNet blocks that change the output least (LD-Pruner ranking) down to a ratio,
-    optionally recover by distillation, and save a smaller model that loads by name."""
+    """Remove the UNet blocks or DiT transformer blocks that change the output least (LD-Pruner
+    ranking) down to a ratio, optionally recover by distillation, and save a smaller model that
+    loads by name."""
     _quiet_libraries()
     import time as _time
 
@@ -220,5 +222,5 @@ def prune(
     write_log(out / "train_log.json", started, teacher=info.name, ratio=ratio, removed=chosen.removed,
               recover_steps=recover_steps, batch=batch_size, lr=lr, remove_given=bool(remove))
     _out(str(out))
-    _err(f"genaccel: removed {', '.join(chosen.removed)} ({chosen.ratio:.1%} of {chosen.params_before:,} UNet "
+    _err(f"genaccel: removed {', '.join(chosen.removed)} ({chosen.ratio:.1%} of {chosen.params_before:,} denoiser "
          f"parameters); render it with: genaccel render PROMPT --model {out}")
