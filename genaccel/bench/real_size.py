@@ -172,7 +172,7 @@ def build_stable_audio(tiny: bool) -> Any:
     text = _t5(tiny, tokenizer, width=768, layers=12, heads=12, ff=3072)
     width = text.config.d_model
     transformer = StableAudioDiTModel(
-        sample_size=_pick(tiny, 64, 1024), in_channels=64, out_channels=64, num_layers=_pick(tiny, 2, 24),
+        sample_size=1024, in_channels=64, out_channels=64, num_layers=_pick(tiny, 2, 24),
         attention_head_dim=_pick(tiny, 8, 64), num_attention_heads=_pick(tiny, 4, 24),
         num_key_value_attention_heads=_pick(tiny, 2, 12), cross_attention_dim=_pick(tiny, 32, 768),
         time_proj_dim=_pick(tiny, 16, 256), global_states_input_dim=_pick(tiny, 64, 1536),
