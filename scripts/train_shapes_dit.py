@@ -27,7 +27,7 @@ def main() -> None:
     started = time.time()
     train_shapes_dit(args.out, args.work, vae_steps=args.vae_steps, steps=args.unet_steps, batch=args.batch,
                      data=args.data, seed=args.seed, vae_from=args.vae_from, progress=progress,
-                     offset_noise=args.offset_noise, offset_from=args.offset_from)
+                     offset_noise=args.offset_noise, offset_from=args.offset_from, vae_gate=args.vae_gate)
     close()
     write_log(args.out / "train_log.json", started, vae_steps=args.vae_steps, steps=args.unet_steps,
               batch=args.batch, data=args.data, seed=args.seed, vae_from=str(args.vae_from),

@@ -39,6 +39,7 @@ def main() -> None:
     train_shapes_sd(args.out, args.work, vae_steps=args.vae_steps, unet_steps=args.unet_steps, batch=args.batch,
                     data=args.data, seed=args.seed, progress=progress,
                     offset_noise=args.offset_noise, offset_from=args.offset_from, vae_only=args.vae_only,
+                    vae_gate=args.vae_gate,
                     vae_from=args.vae_from,
                     cfg=ShapesSDConfig(attention_all_levels=args.attention_all_levels, unet_channels=channels,
                                       token_init_std=args.token_init_std))

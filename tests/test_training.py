@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,7 @@ def test_training_script_makes_a_loadable_resumable_pipeline(script: str, tmp_pa
     out, work = tmp_path / "model", tmp_path / "work"
     cmd = [sys.executable, str(ROOT / "scripts" / script), "--out", str(out), "--work", str(work),
            "--vae-steps", "2", "--steps", "2", "--data", "64", "--batch", "4"]
+    cmd += ["--vae-gate", "0"]  # a VAE trained for 2 steps cannot pass the gate (next test)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "model_index.json").is_file() and (out / "loss_curve.png").is_file()
@@ -48,3 +51,15 @@ def test_shapes_sd_reuses_a_trained_vae(tmp_path: Path) -> None:
     assert not (work / "vae.pt").exists() and (out / "vae" / "config.json").is_file()
     log = (out / "train_log.json").read_text()
     assert '"vae_from"' in log and '"unet_channels": [\n    64,\n    128,\n    128,\n    128\n  ]' in log
+
+
+def test_vae_gate_refuses_a_vae_that_loses_attributes(tmp_path: Path) -> None:
+    from genaccel.training.shapes_sd import ShapesSDConfig, build_components, check_vae
+
+    untrained = build_components(ShapesSDConfig())["vae"].eval()
+    with pytest.raises(RuntimeError, match=re.escape("VAE gate: reconstructions keep every attribute of 0.0% of the "
+                                                     "images, under the 98% the denoiser stage needs")):
+        check_vae(untrained, tmp_path, count=32)
+    report = json.loads((tmp_path / "vae_report.json").read_text())
+    assert report["exact_match"] == 0.0 and set(report) >= {"shape", "colour", "template_exact_match"}
+    assert check_vae(untrained, tmp_path, gate=0.0)["exact_match"] == 0.0  # --vae-gate 0: go on anyway

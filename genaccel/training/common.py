@@ -83,6 +83,8 @@ def training_cli(doc: str, out: str, work: str) -> tuple[Any, Any, Any]:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--data", type=int, default=20000, help="training images (latents cached)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vae-gate", type=float, default=0.98,
+                   help="least exact match of VAE reconstructions (evaluator) before the denoiser stage")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--offset-noise", type=float, default=0.1, help="offset noise strength (0 = off)")
     p.add_argument("--offset-from", type=int, default=0, help="denoiser step from which offset noise is used")

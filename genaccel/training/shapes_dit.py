@@ -72,6 +72,7 @@ def train_shapes_dit(
     out: Path, work: Path, *, vae_steps: int, steps: int, batch: int = 32, data: int = 20000, seed: int = 0,
     vae_from: Path | None = None, cfg: ShapesDiTConfig | None = None,
     progress: Callable[[str], Progress] | None = None, offset_noise: float = 0.1, offset_from: int = 0,
+    vae_gate: float = 0.98,
 ) -> PixArtAlphaPipeline:
     """Train (or reuse) the VAE, then transformer + T5 encoder; save the pipeline to ``out`` in fp16."""
     cfg = cfg or ShapesDiTConfig()
@@ -84,7 +85,7 @@ def train_shapes_dit(
         vae_losses = train_vae(vae, vae_steps, batch=ShapesSDConfig().vae_batch, seed=seed, ckpt=work / "vae.pt",
                                progress=progress("vae") if progress else None)
     vae.eval()
-    check_vae(vae, work)
+    check_vae(vae, work, vae_gate)
     parts = build_dit_components(cfg, seed)
     latents, captions = cached_latents(vae, work, data, seed + 1)
     scale = float(1.0 / latents.flatten().std())

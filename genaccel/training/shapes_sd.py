@@ -105,18 +105,23 @@ def assemble_pipeline(parts: dict[str, Any]) -> StableDiffusionPipeline:
     return pipe
 
 
-def check_vae(vae: AutoencoderKL, work: Path) -> dict[str, float]:
-    """Write ``work/vae_report.json`` and warn when reconstructions lose an attribute."""
+def check_vae(vae: AutoencoderKL, work: Path, gate: float = 0.98, count: int = 256) -> dict[str, float]:
+    """Write ``work/vae_report.json`` (on ``count`` fresh images; 32 when the gate is off); refuse
+    to go on to the denoiser stage when reconstructions keep every attribute of fewer than
+    ``gate`` of the images (exact match by the evaluator)."""
     evaluator = Path(__file__).resolve().parents[2] / "assets" / "evaluator"
     if not (evaluator / "config.json").is_file():
         return {}
-    report = vae_report(vae, evaluator)
+    report = vae_report(vae, evaluator, count=count if gate > 0 else min(count, 32))
     work.mkdir(parents=True, exist_ok=True)
     (work / "vae_report.json").write_text(json.dumps(report, indent=2) + "\n")
     weak = {k: v for k, v in report.items() if v < 0.98}
     if weak:
-        log.warning("VAE reconstructions lose %s (evaluator accuracy); train the VAE longer (--vae-steps) "
-                    "before the denoiser", weak)
+        log.warning("VAE reconstructions lose %s (evaluator accuracy)", weak)
+    if report["exact_match"] < gate:
+        raise RuntimeError(f"VAE gate: reconstructions keep every attribute of {report['exact_match']:.1%} of the "
+                           f"images, under the {gate:.0%} the denoiser stage needs (see {work / 'vae_report.json'}); "
+                           "train the VAE longer (--vae-steps) or change it, or pass --vae-gate 0 to go on anyway")
     return report
 
 
@@ -124,6 +129,7 @@ def train_shapes_sd(
     out: Path, work: Path, *, vae_steps: int, unet_steps: int, batch: int = 32, data: int = 20000,
     seed: int = 0, cfg: ShapesSDConfig | None = None, progress: Callable[[str], Progress] | None = None,
     offset_noise: float = 0.0, offset_from: int = 0, vae_only: bool = False, vae_from: Path | None = None,
+    vae_gate: float = 0.98,
 ) -> StableDiffusionPipeline | None:
     """Train both stages (each resumes from ``work``) and save the pipeline to ``out`` in fp16.
     The trained VAE is also saved to ``work/vae`` (``shapes-dit`` can reuse it); ``vae_only``
@@ -140,7 +146,7 @@ def train_shapes_sd(
                                progress=progress("vae") if progress else None)
         plot_loss(vae_losses, work / "vae_loss.png", "shapes-sd VAE")
     parts["vae"].save_pretrained(work / "vae", safe_serialization=True)
-    check_vae(parts["vae"], work)
+    check_vae(parts["vae"], work, vae_gate)
     if vae_only:
         return None
     latents, captions = cached_latents(parts["vae"], work, data, seed + 1)
