@@ -363,7 +363,7 @@ def save_output(output: Output, path: Path, fmt: str, request: JobRequest, seed:
         audio = (output.audio.samples, output.audio.sample_rate) if output.audio is not None else None
         return write_video(output.frames, output.fps, path, fmt, request, seed, meta, audio)
     if isinstance(output, AudioOutput):
-        return write_audio(output.samples, output.sample_rate, path, fmt, request, seed, meta)
+        return write_audio(output.samples, output.sample_rate, path, fmt, request, seed, {**meta, **output.meta})
     raise TypeError(f"an adapter returned {type(output).__name__}, not an ImageOutput, VideoOutput or AudioOutput")
 
 
