@@ -74,6 +74,9 @@ class SpeechChunk:
     total: int
     text: str
     audio: AudioOutput
+    step: int
+    """Steps done over the whole text when this sentence was ready (of ``total_steps``)."""
+    total_steps: int
 
 
 ChunkCallback = Callable[[SpeechChunk], None]
@@ -101,7 +104,8 @@ def synthesize_stream(model: SpeechModel, text: str, voice: str, speed: float, s
                 on_step(k * per + min(i, per), total)
 
         wav = model.synthesize(sentence, voice, speed, steps, generator, step)
-        yield SpeechChunk(k, len(sentences), sentence, AudioOutput(wav.astype(np.float32)[:, None], model.sample_rate))
+        yield SpeechChunk(k, len(sentences), sentence, AudioOutput(wav.astype(np.float32)[:, None], model.sample_rate),
+                          (k + 1) * per, total)
 
 
 def synthesize(model: SpeechModel, text: str, voice: str, speed: float, steps: int, seed: int,

@@ -24,7 +24,8 @@ from pipelines.prepare import prepare_request
 from pipelines.registry import ModelRegistry
 from pipelines.speech import crossfade_join, split_sentences, synthesize, synthesize_stream
 
-pytestmark = pytest.mark.skipif(not corpus.available(), reason="libespeak-ng is not installed (apt-get install espeak-ng)")
+pytestmark = pytest.mark.skipif(not corpus.available(),
+                                reason="libespeak-ng is not installed (apt-get install espeak-ng)")
 SPEECH_MODELS = ("tiny-vits", "tiny-fastspeech2", "tiny-longcat", "tiny-speech-ref")
 
 
@@ -89,7 +90,8 @@ def test_every_speech_model_streams_sentences_deterministically(models: dict[str
                                              "us-male, us-female"),
     ({"prompt": "red cat", "speed": 2.5}, "speed=2.5 is invalid: must be between 0.5 and 2 for speech models"),
     ({"prompt": "red cat", "speed": 9}, "speed=9.0 is invalid: must be between 0.25 and 4"),
-    ({"prompt": "red cat", "format": "ogg"}, "output_format='ogg' is invalid: speech outputs are written as wav, flac, mp3"),
+    ({"prompt": "red cat", "format": "ogg"},
+     "output_format='ogg' is invalid: speech outputs are written as wav, flac, mp3"),
     ({"prompt": "red cat", "duration": 3}, "duration_s=3.0 is invalid: does not apply to tiny-vits (speech)"),
     ({"prompt": "red cat", "steps": 8}, "steps=8 is invalid: tiny-vits makes speech in one pass"),
     ({"prompt": "the red cat", "model": "tiny-speech-ref"},
@@ -118,8 +120,8 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_cli_renders_speech_with_text_and_phonemes_in_the_sidecar(settings: Settings, capsys: pytest.CaptureFixture[str],
-                                                                  tmp_path: Path) -> None:
+def test_cli_renders_speech_with_text_and_phonemes_in_the_sidecar(
+        settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, err = run(capsys, "render", "Red cat jumps seven. Blue dog sits two.", "--modality", "speech",
                          "--model", "tiny-speech-ref", "--voice", "gb-female", "--speed", "1.2", "--seed", "3",
                          "--format", "flac", "--out", str(tmp_path / "a"))
@@ -220,3 +222,37 @@ def test_speech_ref_training_step_lowers_its_losses() -> None:
         total.backward()
         opt.step()
     assert float(total) < first
+
+
+def test_sentences_stream_as_events_sse_and_through_the_service(settings: Settings) -> None:
+    from genaccel.api.events import job_events
+    from genaccel.events import JobEvent
+    from genaccel.service.jobs import JobService
+    from genaccel.service.speech import stream_speech
+    from pipelines.engine import LocalEngine
+
+    events: list[JobEvent] = []
+    engine = LocalEngine(settings, scoped=False)
+    engine.runner.on_event = events.append
+    engine.dispatcher.start()
+    try:
+        from genaccel.api import Backend
+
+        service = JobService(Backend(settings, engine.store, engine.dispatcher, ModelRegistry(settings)))
+        text = "red cat jumps seven. blue dog sits two. green fish eats one."
+        chunks = list(stream_speech(service, {"text": text, "model": "tiny-speech-ref", "seed": 4}, "local"))
+        assert [c.text for c in chunks] == split_sentences(text) and [c.index for c in chunks] == [0, 1, 2]
+        assert all(c.sample_rate == 22050 and c.samples[0, 0] == 0 and c.samples[-1, 0] == 0 for c in chunks)
+        audio = [e for e in events if e.name == "audio"]
+        assert [e.chunk["index"] for e in audio if e.chunk] == [0, 1, 2]
+        assert [(e.step, e.total) for e in audio] == [(2, 6), (4, 6), (6, 6)]
+        job = engine.store.get(audio[0].job_id)
+        names = [name for _, name, _ in job_events(job, lambda j: {})]
+        assert names == ["queued", "started", "audio", "audio", "progress", "audio", "succeeded"]
+        ids = [i for i, _, _ in job_events(job, lambda j: {})]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        # an identical request answered from the result cache streams its whole file at once
+        again = list(stream_speech(service, {"text": text, "model": "tiny-speech-ref", "seed": 4}, "local"))
+        assert len(again) == 1 and again[0].samples.shape[0] > sum(c.samples.shape[0] for c in chunks) * 0.9
+    finally:
+        engine.dispatcher.stop(timeout=10)

@@ -42,6 +42,12 @@ VOICES: dict[str, str] = {
     "caribbean": "en-029+f4",
 }
 """Our voice names -> espeak-ng voice (+ variant)."""
+EXTRA_VOICES: dict[str, str] = {
+    "us-male-2": "en-us+m1", "us-female-2": "en-us+f4", "gb-male-2": "en+m4", "gb-female-2": "en+f1",
+    "lancaster": "en-gb-x-gbclan+m5", "midlands": "en-gb-x-gbcwmd+f5", "caribbean-male": "en-029+m6",
+    "scottish-female": "en-gb-scotland+f2",
+}
+"""More voices the word recogniser trains on (so it reads voices it never heard), never served."""
 HELDOUT_VOICE = "rp-female"
 HELDOUT_VOICES: dict[str, str] = {HELDOUT_VOICE: "en-gb-x-rp+f1"}
 """A voice no model or evaluator trains on (the evaluator is tested on it)."""
@@ -131,7 +137,7 @@ class Espeak:
         return 0
 
     def _voice(self, voice: str) -> None:
-        spec = {**VOICES, **HELDOUT_VOICES}.get(voice, voice)
+        spec = {**VOICES, **EXTRA_VOICES, **HELDOUT_VOICES}.get(voice, voice)
         if self.lib.espeak_SetVoiceByName(spec.encode()) != 0:
             raise ValueError(f"espeak-ng has no voice {spec!r}")
 
@@ -140,7 +146,7 @@ class Espeak:
         with self.lock:
             self._chunks, self._events = [], []
             self._voice(voice)
-            self.lib.espeak_SetParameter(_PARAM_RATE, int(round(BASE_WPM * speed)), 0)
+            self.lib.espeak_SetParameter(_PARAM_RATE, round(BASE_WPM * speed), 0)
             self.lib.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
             data = text.encode()
             self.lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8, None, None)

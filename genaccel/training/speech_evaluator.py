@@ -1,5 +1,6 @@
 """Train the speech evaluator (``genaccel.metrics.speech``): the word recogniser and the voice
-classifier, on espeak-ng renderings of the training sentences in the corpus voices, a quarter of
+classifier, on espeak-ng renderings of the training sentences in the corpus voices (and, for the words,
+eight more voices), a quarter of
 them through the mel -> Griffin-Lim round trip the reference model's vocoder makes. Tested on the
 held-out sentences: words in a voice no part of the project trains on, voices in the corpus voices."""
 
@@ -16,7 +17,17 @@ from torch.nn import functional as F
 
 from genaccel.metrics.speech import VOICE_NAMES, WORD_HEADS, SlotNet, features, word_scores
 from genaccel.refdata.mel import griffin_lim, log_mel
-from genaccel.refdata.speech import HELDOUT_VOICE, SLOTS, Utterance, parse_words, render_corpus, renderings, split_sentences
+from genaccel.refdata.speech import (
+    EXTRA_VOICES,
+    HELDOUT_VOICE,
+    SLOTS,
+    VOICES,
+    Utterance,
+    parse_words,
+    render_corpus,
+    renderings,
+    split_sentences,
+)
 
 
 def _targets(utts: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +64,7 @@ def _fit(net: SlotNet, x: torch.Tensor, targets: torch.Tensor, steps: int, seed:
         loss.backward()  # type: ignore[union-attr]
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))  # type: ignore[union-attr]
     return losses
 
 
@@ -67,9 +78,11 @@ def train(out: Path, seed: int = 0, steps: int = 1500, per_text: int = 2) -> dic
     utts = render_corpus(train_texts, renderings(), seed=seed, per_text=per_text)
     x = _features(utts, roundtrip=0.25, seed=seed)
     words, voices = _targets(utts)
+    extra = render_corpus(train_texts, renderings(voices=tuple(EXTRA_VOICES)), seed=seed + 5, per_text=1)
+    x_extra = _features(extra, roundtrip=0.25, seed=seed + 5)
     render_s = time.time() - t0
     word_net, voice_net = SlotNet(WORD_HEADS), SlotNet((len(VOICE_NAMES),))
-    word_losses = _fit(word_net, x, words, steps, seed)
+    word_losses = _fit(word_net, torch.cat([x, x_extra]), torch.cat([words, _targets(extra)[0]]), steps, seed)
     voice_losses = _fit(voice_net, x, voices[:, None], steps // 2, seed + 1)
     word_net.eval()
     voice_net.eval()
@@ -96,7 +109,8 @@ def train(out: Path, seed: int = 0, steps: int = 1500, per_text: int = 2) -> dic
     log: dict[str, object] = {
         "command": f"python scripts/train_speech_evaluator.py --out {out.name} --seed {seed} --steps {steps}",
         "train_utterances": len(utts), "train_sentences": len(train_texts), "heldout_sentences": len(held_texts),
-        "heldout_voice": HELDOUT_VOICE, "voices": list(VOICE_NAMES), "steps": steps,
+        "heldout_voice": HELDOUT_VOICE, "voices": list(VOICES), "word_only_voices": list(EXTRA_VOICES),
+        "extra_utterances": len(extra), "steps": steps,
         "parameters": {"words": sum(p.numel() for p in word_net.parameters()),
                        "voices": sum(p.numel() for p in voice_net.parameters())},
         "render_s": round(render_s, 1), "total_s": round(time.time() - t0, 1),
