@@ -220,8 +220,10 @@ def build_tiny_longcat(seed: int = 0) -> LongCatSpeech:
     from diffusers.models.transformers.transformer_longcat_audio_dit import LongCatAudioDiTTransformer
     from transformers import UMT5Config, UMT5EncoderModel
 
+    from genaccel.accel.audio_blocks import register_audio_blocks
     from pipelines.tokenizers import char_t5_tokenizer
 
+    register_audio_blocks()  # for the first-block cache and MagCache
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         tokenizer = char_t5_tokenizer(120)

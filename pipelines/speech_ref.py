@@ -97,6 +97,9 @@ def regulate(hidden: torch.Tensor, frames: torch.Tensor, length: int) -> torch.T
 def build_decoder(cfg: SpeechRefConfig) -> Any:
     from diffusers import StableAudioDiTModel
 
+    from genaccel.accel.audio_blocks import register_audio_blocks
+
+    register_audio_blocks()  # for the first-block cache and MagCache
     return StableAudioDiTModel(
         sample_size=256, in_channels=2 * melspec.N_MELS, out_channels=melspec.N_MELS, num_layers=cfg.dit_layers,
         attention_head_dim=cfg.dit_head_dim, num_attention_heads=cfg.dit_heads,
@@ -195,16 +198,10 @@ class SpeechRefModel(SpeechModel):
         noise = torch.randn(mu.shape, generator=generator)
         x = (1 - times[0]) * noise + times[0] * mu
         rope = rotary(self.cfg, mu.shape[-1])
-        cache_context = getattr(self.transformer, "cache_context", None)
-        for i in range(steps):
-            t = times[i].expand(mu.shape[0])
-            kwargs = {"hidden_states": torch.cat([x, mu], 1), "timestep": t, "encoder_hidden_states": voice_state,
-                      "global_hidden_states": voice_state, "rotary_embedding": rope, "return_dict": False}
-            if cache_context is not None:
-                with cache_context("cond"):
-                    v = self.transformer(**kwargs)[0]
-            else:
-                v = self.transformer(**kwargs)[0]
+        for i in range(steps):  # the DiT caches (genaccel.accel.dit_cache) set their context around each call
+            v = self.transformer(hidden_states=torch.cat([x, mu], 1), timestep=times[i].expand(mu.shape[0]),
+                                 encoder_hidden_states=voice_state, global_hidden_states=voice_state,
+                                 rotary_embedding=rope, return_dict=False)[0]
             x = x + (times[i + 1] - times[i]) * v
             on_step(i + 1, steps)
         return x
