@@ -256,3 +256,16 @@ def test_sentences_stream_as_events_sse_and_through_the_service(settings: Settin
         assert len(again) == 1 and again[0].samples.shape[0] > sum(c.samples.shape[0] for c in chunks) * 0.9
     finally:
         engine.dispatcher.stop(timeout=10)
+
+
+def test_ui_plays_streamed_sentences_while_the_job_runs() -> None:
+    from genaccel.artifacts.audio import chunk_record
+    from genaccel.spec import Job
+    from ui.render import outputs_html
+
+    record = chunk_record(0, 2, "red cat <b>", np.zeros((2205, 1), np.float32), 22050, 2)
+    job = Job(request=JobRequest.from_flat({"modality": "speech", "prompt": "red cat. blue dog."}), state="running",
+              metadata={"audio_chunks": [record]})
+    page = outputs_html(job, lambda job_id, name, download=False: name)
+    assert '<audio src="data:audio/flac;base64,' in page and "sentence 1 of 2: red cat &lt;b&gt;" in page
+    assert outputs_html(job.model_copy(update={"state": "cancelled"}), lambda *a, **k: "") == ""

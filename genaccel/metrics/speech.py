@@ -43,16 +43,19 @@ def trim(mel: torch.Tensor, below_db: float = TRIM_DB) -> torch.Tensor:
     return mel[:, int(keep[0]): int(keep[-1]) + 1]
 
 
-def features(samples: np.ndarray | torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """Mono waveform -> ``(N_MELS, FRAMES)`` normalised log-mel of its voiced part."""
-    wav = torch.as_tensor(np.asarray(samples, dtype=np.float32).reshape(-1))
+def _wav(samples: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
+    """Mono float32 at ``SAMPLE_RATE``, at least 2,048 samples (zero-padded)."""
+    wav = np.asarray(samples, dtype=np.float32).reshape(-1)
     if sample_rate != SAMPLE_RATE:
         import librosa
 
-        wav = torch.from_numpy(librosa.resample(wav.numpy(), orig_sr=sample_rate, target_sr=SAMPLE_RATE))
-    if len(wav) < 2048:
-        wav = F.pad(wav, (0, 2048 - len(wav)))
-    mel = trim(log_mel(wav))
+        wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=SAMPLE_RATE).astype(np.float32)
+    return np.pad(wav, (0, max(0, 2048 - len(wav))))
+
+
+def features(samples: np.ndarray | torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Mono waveform -> ``(N_MELS, FRAMES)`` normalised log-mel of its voiced part."""
+    mel = trim(log_mel(_wav(samples, sample_rate)))
     mel = F.interpolate(mel[None], size=FRAMES, mode="linear", align_corners=False)[0]
     return (mel + 5.0) / 3.0
 
@@ -131,12 +134,7 @@ def word_scores(said: list[tuple[str, ...]], expected: list[tuple[str, ...]]) ->
 
 def voiced_duration(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
     """Seconds between the first and last frame within 40 dB of the loudest."""
-    wav = np.asarray(samples, dtype=np.float32).reshape(-1)
-    if sample_rate != SAMPLE_RATE:
-        import librosa
-
-        wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
-    return trim(log_mel(wav)).shape[1] / FRAMES_PER_S
+    return trim(log_mel(_wav(samples, sample_rate))).shape[1] / FRAMES_PER_S
 
 
 def duration_error(samples: np.ndarray, reference: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
@@ -150,9 +148,7 @@ def mfcc_dtw(samples: np.ndarray, reference: np.ndarray, sample_rate: int = SAMP
     import librosa
 
     def mfcc(wav: np.ndarray, sr: int) -> np.ndarray:
-        wav = np.asarray(wav, dtype=np.float32).reshape(-1)
-        if sr != SAMPLE_RATE:
-            wav = librosa.resample(wav, orig_sr=sr, target_sr=SAMPLE_RATE)
+        wav = _wav(wav, sr)
         voiced, _ = librosa.effects.trim(wav, top_db=TRIM_DB)
         return np.asarray(librosa.feature.mfcc(y=voiced if len(voiced) > 2048 else wav, sr=SAMPLE_RATE, n_mfcc=13))
 

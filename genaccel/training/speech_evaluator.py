@@ -107,7 +107,7 @@ def train(out: Path, seed: int = 0, steps: int = 1500, per_text: int = 2) -> dic
     save_file({k: v.contiguous() for k, v in word_net.state_dict().items()}, out / "words.safetensors")
     save_file({k: v.contiguous() for k, v in voice_net.state_dict().items()}, out / "voices.safetensors")
     log: dict[str, object] = {
-        "command": f"python scripts/train_speech_evaluator.py --out {out.name} --seed {seed} --steps {steps}",
+        "command": f"python scripts/train_speech_evaluator.py --out {out} --seed {seed} --steps {steps}",
         "train_utterances": len(utts), "train_sentences": len(train_texts), "heldout_sentences": len(held_texts),
         "heldout_voice": HELDOUT_VOICE, "voices": list(VOICES), "word_only_voices": list(EXTRA_VOICES),
         "extra_utterances": len(extra), "steps": steps,
