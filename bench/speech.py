@@ -27,11 +27,14 @@ from pipelines.speech_ref import SpeechRefModel
 
 
 def score(name: str, make: Any, sentences: list[str], voices: tuple[str, ...], steps: int | None,
-          evaluator: SpeechEvaluator, shallow: float | None = None) -> dict[str, Any]:
+          evaluator: SpeechEvaluator, shallow: float | None = None,
+          vocoder_iters: int | None = None) -> dict[str, Any]:
     clips, rates, compute, audio_s, dur_err, dist, asked = [], [], 0.0, 0.0, [], [], []
     model = make()
     if shallow is not None:
         model.shallow_t0 = shallow
+    if vocoder_iters is not None:
+        model.griffin_lim_iters = vocoder_iters
     for k, text in enumerate(sentences):
         voice = voices[k % len(voices)]
         t0 = time.perf_counter()
@@ -63,10 +66,12 @@ def make_audio(model: Any, text: str, voice: str, steps: int | None, seed: int) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=["tiny-vits", "tiny-fastspeech2", "tiny-longcat", "tiny-speech-ref"])
+    ap.add_argument("--models", nargs="*",
+                    default=["tiny-vits", "tiny-fastspeech2", "tiny-longcat", "tiny-speech-ref"])
     ap.add_argument("--folder", nargs="*", default=[], help="NAME=PATH of a speech-ref folder")
     ap.add_argument("--steps", nargs="*", default=[], help="NAME=S1,S2 step counts to run (default: the model's)")
     ap.add_argument("--shallow", type=float, default=0.3, help="shallow-start t0 for the extra speech-ref rows")
+    ap.add_argument("--vocoder-iters", type=int, default=8, help="Griffin-Lim iterations of the fastest row")
     ap.add_argument("--sentences", type=int, default=24)
     ap.add_argument("--out", type=Path, default=Path("bench/results/speech.json"))
     args = ap.parse_args()
@@ -91,6 +96,10 @@ def main() -> None:
             if name in dict(x.split("=", 1) for x in args.folder) and s is not None and s <= 4:
                 rows.append(score(f"{name} shallow t0={args.shallow:g}", make, sentences, voices, s, evaluator,
                                   shallow=args.shallow))
+                print(json.dumps(rows[-1]), flush=True)
+                rows.append(score(f"{name} shallow t0={args.shallow:g}, Griffin-Lim {args.vocoder_iters}", make,
+                                  sentences, voices, s, evaluator, shallow=args.shallow,
+                                  vocoder_iters=args.vocoder_iters))
                 print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"sentences": len(sentences), "rows": rows}, indent=1))
