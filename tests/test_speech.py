@@ -269,3 +269,11 @@ def test_ui_plays_streamed_sentences_while_the_job_runs() -> None:
     page = outputs_html(job, lambda job_id, name, download=False: name)
     assert '<audio src="data:audio/flac;base64,' in page and "sentence 1 of 2: red cat &lt;b&gt;" in page
     assert outputs_html(job.model_copy(update={"state": "cancelled"}), lambda *a, **k: "") == ""
+
+
+def test_profiles_give_speech_flow_decoders_fewer_steps(settings: Settings) -> None:
+    registry = ModelRegistry(settings)
+    for profile, steps in (("off", 2), ("balanced", 6), ("fast", 4), ("max", 2), ("turbo", 2)):
+        request = JobRequest.from_flat({"modality": "speech", "prompt": "red cat", "model": "tiny-longcat",
+                                        "profile": profile})
+        assert prepare_request(request, registry, settings)[0].params.steps == (4 if profile == "off" else steps)
