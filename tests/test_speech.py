@@ -176,6 +176,16 @@ def test_rest_speech_job_and_celery_queue(settings: Settings) -> None:
         art = job["artifacts"][0]
         samples, rate = sf.read(io.BytesIO(client.get(art["url"]).content))
         assert rate == 16000 and len(samples) > 0 and art["media_type"] == "audio/wav"
+        assert "audio_chunks" not in job["metadata"]  # sentences go out as SSE events, not in every job view
+        text = client.get(f"/v1/jobs/{job['id']}/events").text
+        names = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("event: ")]
+        assert names == ["queued", "started", "audio", "progress", "audio", "succeeded"]
+        first = json.loads(text.split("event: audio\ndata: ", 1)[1].split("\n", 1)[0])
+        assert first["text"] == "red cat." and first["audio"].startswith("data:audio/flac;base64,")
+        ids = [int(line.split(": ", 1)[1]) for line in text.splitlines() if line.startswith("id: ")]
+        resumed = client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": str(ids[2])}).text
+        assert [line for line in resumed.splitlines() if line.startswith("event: ")] == [
+            "event: progress", "event: audio", "event: succeeded"]
         bad = client.post("/v1/jobs", json={"modality": "speech", "model": "tiny-vits", "text": "naïve"})
         assert bad.status_code == 422 and "'ï' at 2" in bad.text
     finally:
