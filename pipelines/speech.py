@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from genaccel.artifacts import check_audio_format
-from genaccel.errors import InvalidRequest
+from genaccel.errors import InvalidRequest, ModelNotAvailable
 from genaccel.families import Family
+from genaccel.refdata.speech import available as espeak_available
 from genaccel.refdata.speech import espeak
 from genaccel.settings import Settings
 from genaccel.spec import JobRequest
@@ -131,6 +132,9 @@ class SpeechAdapter:
     def prepare(self, request: JobRequest, info: ModelInfo, settings: Settings) -> dict[str, Any]:
         p, d = request.params, info.defaults
         text = request.prompt
+        if not espeak_available():
+            raise ModelNotAvailable(f"model {info.name!r} reads text through espeak-ng, which is not installed "
+                                    "here; fix: apt-get install espeak-ng (scripts/setup.sh does it when it can)")
         if len(text) > MAX_TEXT_CHARS:
             raise InvalidRequest("prompt", f"{text[:40]}...", f"speech text must have at most {MAX_TEXT_CHARS} "
                                  f"characters (got {len(text)})", "split the text into several requests")

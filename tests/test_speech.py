@@ -287,3 +287,13 @@ def test_profiles_give_speech_flow_decoders_fewer_steps(settings: Settings) -> N
         request = JobRequest.from_flat({"modality": "speech", "prompt": "red cat", "model": "tiny-longcat",
                                         "profile": profile})
         assert prepare_request(request, registry, settings)[0].params.steps == (4 if profile == "off" else steps)
+
+
+def test_speech_without_espeak_is_refused_before_queueing(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genaccel.errors import ModelNotAvailable
+
+    monkeypatch.setattr("pipelines.speech.espeak_available", lambda: False)
+    request = JobRequest.from_flat({"modality": "speech", "model": "tiny-vits", "prompt": "red cat"})
+    with pytest.raises(ModelNotAvailable, match="reads text through espeak-ng, which is not installed here; "
+                                                "fix: apt-get install espeak-ng"):
+        prepare_request(request, ModelRegistry(settings), settings)
