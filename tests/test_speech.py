@@ -297,3 +297,19 @@ def test_speech_without_espeak_is_refused_before_queueing(settings: Settings, mo
     with pytest.raises(ModelNotAvailable, match="reads text through espeak-ng, which is not installed here; "
                                                 "fix: apt-get install espeak-ng"):
         prepare_request(request, ModelRegistry(settings), settings)
+
+
+def test_speech_ref_is_served_from_its_assets_folder(tmp_path: Path) -> None:
+    from pipelines.registry import speech_models
+    from pipelines.speech_ref import build_tiny_speech_ref
+
+    assert "speech-ref" not in speech_models(tmp_path)
+    model = build_tiny_speech_ref(seed=1)
+    model.save(tmp_path / "speech-ref")
+    info = speech_models(tmp_path)["speech-ref"]
+    assert (info.source, info.family, info.defaults.steps, info.defaults.voices) == (
+        "asset", "speech-dit", 2, tuple(corpus.VOICES))
+    loaded = info.builder()  # type: ignore[misc]
+    args = ("red cat", "us-male", 1.0, 2)
+    assert np.array_equal(loaded.synthesize(*args, torch.Generator().manual_seed(0), lambda i, n: None),
+                          model.synthesize(*args, torch.Generator().manual_seed(0), lambda i, n: None))
