@@ -48,29 +48,31 @@ def _t(name: str, **options: object) -> TechniqueSpec:
 _DIT = (Family.IMAGE_DIT,)
 
 
-def _per_family(unet: Recipe, dit: Recipe) -> dict[Family, Recipe]:
-    return {**dict.fromkeys(UNETS, unet), **dict.fromkeys(_DIT, dit)}
+def _per_family(unet: Recipe, dit: Recipe, speech: Recipe | None = None) -> dict[Family, Recipe]:
+    return {**dict.fromkeys(UNETS, unet), **dict.fromkeys(_DIT, dit),
+            **({Family.SPEECH_DIT: speech} if speech else {})}
 
 
 PROFILES: dict[str, Profile] = {
     "off": Profile("off", "no acceleration: the model's own scheduler and step count"),
     "balanced": Profile(
         "balanced", "training-free, no measurable quality loss: DPM-Solver++ at 15 steps, with DeepCache every "
-        "2nd step (UNet) or TaylorSeer (DiT)",
+        "2nd step (UNet) or TaylorSeer (DiT); 6 sway-sampled Euler steps (speech flow decoders)",
         _per_family(Recipe((_t("solver"), _t("deepcache", interval=2)), steps=15),
-                    Recipe((_t("solver"), _t("taylorseer", interval=2, warmup=3)), steps=15)),
+                    Recipe((_t("solver"), _t("taylorseer", interval=2, warmup=3)), steps=15),
+                    Recipe(steps=6)),
     ),
     "fast": Profile(
         "fast", "training-free, small quality loss: DPM-Solver++ at 12 steps with DeepCache every 2nd step (UNet); "
-        "DPM-Solver++ at 8 steps (DiT)",
+        "DPM-Solver++ at 8 steps (DiT); 4 sway-sampled Euler steps (speech flow decoders)",
         _per_family(Recipe((_t("solver"), _t("deepcache", interval=2)), steps=12),
-                    Recipe((_t("solver"),), steps=8)),
+                    Recipe((_t("solver"),), steps=8), Recipe(steps=4)),
     ),
     "max": Profile(
         "max", "training-free, fastest, visible quality loss: DPM-Solver++ at 8 steps with DeepCache (UNet) or "
-        "TaylorSeer (DiT)",
+        "TaylorSeer (DiT); 2 sway-sampled Euler steps (speech flow decoders)",
         _per_family(Recipe((_t("solver"), _t("deepcache", interval=2)), steps=8),
-                    Recipe((_t("solver"), _t("taylorseer", interval=2, warmup=3)), steps=8)),
+                    Recipe((_t("solver"), _t("taylorseer", interval=2, warmup=3)), steps=8), Recipe(steps=2)),
     ),
 }
 PROFILES["turbo"] = Profile(

@@ -51,6 +51,8 @@ class AudioOutput:
 
     samples: np.ndarray
     sample_rate: int
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    """Adapter facts for the sidecar (speech: text, phonemes, voice)."""
 
     def __post_init__(self) -> None:
         if self.samples.ndim != 2:
@@ -86,6 +88,8 @@ class RunHooks:
 
     on_step: StepCallback
     on_latents: LatentsCallback | None = None
+    on_chunk: Callable[[Any], None] | None = None
+    """Part of an output ready before the whole (speech: ``pipelines.speech.SpeechChunk``, one per sentence)."""
 
 
 class ModalityAdapter(Protocol):
@@ -141,7 +145,8 @@ those of ``Settings.plugins``."""
 
 def _builtins() -> None:
     """Import the built-in adapters (each registers itself)."""
-    import pipelines.image  # noqa: F401
+    import pipelines.image
+    import pipelines.speech  # noqa: F401
 
 
 def modality_of_class(pipeline_class: str) -> str | None:

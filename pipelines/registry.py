@@ -102,12 +102,53 @@ def builtin_models() -> dict[str, ModelInfo]:
             ModelDefaults(steps=20, guidance_scale=4.5, width=64, height=64),
             "tiny random-weight PixArt-α-architecture pipeline (tests, smoke runs)", tiny.build_tiny_dit,
         ),
+        **speech_models(),
         "noop": ModelInfo(
             "noop", "image", Family.OTHER, "builtin", "noop", "NoopPipeline",
             ModelDefaults(steps=1, guidance_scale=0.0, width=64, height=64),
             "blank images at once: measures the service's own overhead (load tests)", noop.NoopPipeline,
         ),
     }
+
+
+def speech_models(assets: Path = ASSETS) -> dict[str, ModelInfo]:
+    """The tiny speech models, and ``speech-ref`` when its weights are in ``assets``."""
+    from functools import partial
+
+    from genaccel.refdata.speech import VOICES
+    from pipelines import speech_models as sm
+    from pipelines import speech_ref
+
+    def defaults(steps: int, rate: int, voices: tuple[str, ...]) -> ModelDefaults:
+        return ModelDefaults(steps=steps, guidance_scale=0.0, width=0, height=0, sample_rate=rate, channels=1,
+                             voices=voices)
+
+    two = ("us-male", "us-female")
+    found = {
+        "tiny-vits": ModelInfo("tiny-vits", "speech", Family.OTHER, "builtin", "tiny-vits", "VitsSpeech",
+                               defaults(1, 16000, two), "tiny random-weight VITS (single pass; tests)",
+                               sm.build_tiny_vits),
+        "tiny-fastspeech2": ModelInfo("tiny-fastspeech2", "speech", Family.OTHER, "builtin", "tiny-fastspeech2",
+                                      "FastSpeech2Speech", defaults(1, 22050, two),
+                                      "tiny random-weight FastSpeech2Conformer + HiFi-GAN (single pass; tests)",
+                                      sm.build_tiny_fastspeech2),
+        "tiny-longcat": ModelInfo("tiny-longcat", "speech", Family.SPEECH_DIT, "builtin", "tiny-longcat",
+                                  "LongCatSpeech", defaults(4, 24000, ("default",)),
+                                  "tiny random-weight LongCat AudioDiT (flow matching; tests)", sm.build_tiny_longcat),
+        "tiny-speech-ref": ModelInfo("tiny-speech-ref", "speech", Family.SPEECH_DIT, "builtin", "tiny-speech-ref",
+                                     "SpeechRefModel", defaults(2, 22050, tuple(VOICES)),
+                                     "tiny random-weight speech-ref (flow-matching mel DiT; tests)",
+                                     speech_ref.build_tiny_speech_ref),
+    }
+    folder = assets / "speech-ref"
+    if (folder / "model.safetensors").is_file():
+        cfg = speech_ref.SpeechRefConfig.load(folder / "config.json")
+        found["speech-ref"] = ModelInfo(
+            "speech-ref", "speech", Family.SPEECH_DIT, "asset", str(folder), "SpeechRefModel",
+            defaults(cfg.default_steps, 22050, tuple(cfg.voices)),
+            "reference TTS trained on espeak-ng speech (phoneme encoder, flow-matching mel DiT, Griffin-Lim)",
+            partial(speech_ref.SpeechRefModel.load, folder))
+    return found
 
 
 def text_to_image_classes() -> set[str]:

@@ -18,6 +18,7 @@ import psutil
 
 from genaccel.accel import apply_techniques
 from genaccel.artifacts import artifact_locations, write_audio, write_png, write_video
+from genaccel.artifacts.audio import chunk_record
 from genaccel.artifacts.storage import LocalArtifacts, artifact_store
 from genaccel.errors import GenAccelError, JobCancelled, JobInterrupted, JobStateConflict, TechniqueRemoveFailed
 from genaccel.events import EventName, JobEvent, Listener
@@ -295,8 +296,27 @@ class JobRunner:
     def _call(self, pipe: Any, adapter: ModalityAdapter, batch: _Batch) -> dict[str, list[Output]]:
         jobs = list(batch.active)
         on_latents = self._previews(pipe, adapter, batch, jobs) if self.settings.previews else None
-        results = adapter.generate(pipe, [j.request for j in jobs], RunHooks(batch.on_step, on_latents))
+        results = adapter.generate(pipe, [j.request for j in jobs], RunHooks(batch.on_step, on_latents,
+                                                                             self._streamer(batch, jobs)))
         return {j.id: outs for j, outs in zip(jobs, results, strict=True) if j in batch.active}
+
+    def _streamer(self, batch: _Batch, jobs: list[Job]) -> Callable[[Any], None] | None:
+        """Parts of a job's output ready early (speech sentences): into its metadata
+        (``audio_chunks``, read by SSE and ``genaccel.service.speech``) and out as ``audio`` events."""
+        if len(jobs) != 1:
+            return None
+        job, sent = jobs[0], []
+
+        def on_chunk(chunk: Any) -> None:
+            if job not in batch.active:
+                return
+            record = chunk_record(chunk.index, chunk.total, chunk.text, chunk.audio.samples, chunk.audio.sample_rate,
+                                  chunk.step)
+            sent.append(record)
+            self.store.update_metadata(job.id, {"audio_chunks": list(sent)})
+            if self.on_event is not None:
+                self.on_event(JobEvent("audio", job.id, step=chunk.step, total=chunk.total_steps, chunk=record))
+        return on_chunk
 
     def _previews(self, pipe: Any, adapter: ModalityAdapter, batch: _Batch, jobs: list[Job]):  # type: ignore[no-untyped-def]
         """A few step previews per job (its first output), in the job's metadata for events and the UI."""
@@ -363,7 +383,7 @@ def save_output(output: Output, path: Path, fmt: str, request: JobRequest, seed:
         audio = (output.audio.samples, output.audio.sample_rate) if output.audio is not None else None
         return write_video(output.frames, output.fps, path, fmt, request, seed, meta, audio)
     if isinstance(output, AudioOutput):
-        return write_audio(output.samples, output.sample_rate, path, fmt, request, seed, meta)
+        return write_audio(output.samples, output.sample_rate, path, fmt, request, seed, {**meta, **output.meta})
     raise TypeError(f"an adapter returned {type(output).__name__}, not an ImageOutput, VideoOutput or AudioOutput")
 
 

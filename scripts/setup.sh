@@ -16,6 +16,13 @@ pick_python() {
   echo "genaccel needs Python >= 3.11; set GENACCEL_PYTHON to one" >&2; return 1
 }
 
+# Speech (genaccel/refdata/speech.py) drives Debian's libespeak-ng in process: install it when it
+# is missing and apt-get can. Without it the speech models and their tests are unavailable.
+if ! ldconfig -p 2>/dev/null | grep -q libespeak-ng && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng; } \
+    >/dev/null 2>&1 || echo "setup: could not install espeak-ng; speech will be unavailable" >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$(pick_python)" -m venv .venv
 fi

@@ -168,7 +168,7 @@ def test_ui_music_tab_serves_the_plugin(sine: Settings) -> None:
     try:
         backend = Backend(sine, engine.store, engine.dispatcher, ModelRegistry(sine, allow_paths=False))
         assert unavailable_reason(backend, "music") is None
-        assert "Not available yet" in (unavailable_reason(backend, "speech") or "")
+        assert unavailable_reason(backend, "speech") is None  # built in (pipelines/speech.py)
         assert tab_fields([backend.registry.resolve("sine-test")]) == {"duration_s"}
         build_ui(backend, links=FileLinks("/ui/files"))  # the music tab builds from the adapter's fields
         page = Page(backend, FileLinks("/ui/files"))

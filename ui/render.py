@@ -105,9 +105,10 @@ def progress_html(job: Job, queue_position: int | None = None, eta_s: float | No
 
 
 def outputs_html(job: Job, url_for: UrlFor) -> str:
-    """Images in a gallery, video and audio in players, each with a download link."""
+    """Images in a gallery, video and audio in players, each with a download link; while a speech
+    job runs, a player per sentence already made (streamed)."""
     if not job.artifacts:
-        return ""
+        return streamed_html(job)
     items = []
     for art in job.artifacts:
         src = html.escape(url_for(job.id, art.name))
@@ -125,6 +126,17 @@ def outputs_html(job: Job, url_for: UrlFor) -> str:
         items.append(f'<figure>{media}<figcaption><a href="{download}" download="{name}">download {name}</a>'
                      f'{seed}</figcaption></figure>')
     return f'<div class="ga-gallery">{"".join(items)}</div>'
+
+
+def streamed_html(job: Job) -> str:
+    """Players for the sentences a running speech job has streamed (``audio_chunks``)."""
+    chunks = job.metadata.get("audio_chunks") or []
+    if job.done or not chunks:
+        return ""
+    items = [f'<figure><audio src="{html.escape(str(c["audio"]))}" controls></audio><figcaption>sentence '
+             f'{int(c["index"]) + 1} of {int(c["total"])}: {html.escape(str(c["text"]))}</figcaption></figure>'
+             for c in chunks]
+    return f'<div class="ga-gallery ga-stream">{"".join(items)}</div>'
 
 
 def timing_text(job: Job) -> str:

@@ -6,7 +6,10 @@ steps it missed are folded into the latest one):
 
 * ``queued``: id 0
 * ``started``: ``attempt * 1_000_000``
-* ``progress``: ``attempt * 1_000_000 + step``
+* ``progress``: ``attempt * 1_000_000 + 2 * step``
+* ``audio`` (a streamed speech sentence, ``data.audio`` a FLAC data URL): ``attempt * 1_000_000 +
+  2 * step + 1``, ``step`` being the one that finished it (a sentence is recorded just after its
+  last step's progress, so the ids keep the order things happened in)
 * ``succeeded`` / ``failed`` / ``cancelled``: 10**12, and the stream ends.
 """
 
@@ -34,7 +37,9 @@ def job_events(job: Job, view: Callable[[Job], dict[str, Any]]) -> list[tuple[in
             data: dict[str, Any] = {"step": job.progress.step, "total": job.progress.total}
             if job.metadata.get("preview"):
                 data["preview"] = job.metadata["preview"]
-            out.append((base + job.progress.step, "progress", data))
+            out.append((base + 2 * job.progress.step, "progress", data))
+        out += [(base + 2 * int(chunk["step"]) + 1, "audio", chunk) for chunk in job.metadata.get("audio_chunks", [])]
+        out.sort(key=lambda event: event[0])
     if job.done:
         out.append((FINAL, job.state, view(job)))
     return out

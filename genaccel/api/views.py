@@ -97,5 +97,5 @@ def job_view(job: Job, base: str, queue_position: int | None = None) -> JobView:
             sidecar_url=base + api_path(job.id, a.sidecar) if a.sidecar else None) for a in job.artifacts],
         error=ErrorBody(code=job.error.code, message=job.error.message) if job.error else None,
         cancel_requested=job.cancel_requested,
-        metadata={k: v for k, v in job.metadata.items() if k != "owner"},
+        metadata={k: v for k, v in job.metadata.items() if k not in ("owner", "audio_chunks")},
     )

@@ -33,8 +33,10 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         return
     for i in infos:
         d = i.defaults
-        _out(f"{i.name:<24} {i.modality:<6} {i.family:<10} {i.source:<8} {d.width}x{d.height} {d.steps} steps  "
-             f"{i.description}")
+        shape = f"{d.width}x{d.height}" if d.width else f"{d.sample_rate} Hz" if d.sample_rate else "-"
+        voices = f" (voices: {', '.join(d.voices)})" if d.voices else ""
+        _out(f"{i.name:<24} {i.modality:<6} {i.family:<10} {i.source:<8} {shape} {d.steps} steps  "
+             f"{i.description}{voices}")
 
 
 @app.command()
