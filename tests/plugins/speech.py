@@ -1,6 +1,7 @@
 """A fake speech model for the OpenAI-compatible speech tests: ``speech-test`` answers a speech
 request with one short beep per word (220 Hz for voice ``low``, 660 Hz for ``high``), shortened
-by ``speed``, so a test can count words and tell voices apart in the audio it gets back.
+by ``speed``, so a test can count words and tell voices apart in the audio it gets back; each
+step sleeps a hundredth of a second, so a synchronous wait can run out and cancel it at a step.
 
 Loaded as a plugin (``GENACCEL_PLUGINS='["tests.plugins.speech"]'``); the real speech adapters
 go through the same endpoints.
@@ -9,6 +10,8 @@ go through the same endpoints.
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+import time
 
 import numpy as np
 
@@ -22,6 +25,7 @@ from pipelines.registry import ModelDefaults, ModelInfo
 
 VOICES = {"low": 220.0, "high": 660.0}
 WORD_S, GAP_S = 0.08, 0.04
+STEP_S = 0.01
 
 
 class FakeSpeechPipeline:
@@ -72,6 +76,7 @@ class FakeSpeechAdapter:
             p = request.params
             assert p.steps is not None and p.voice is not None and p.speed is not None
             for step in range(p.steps):
+                time.sleep(STEP_S)
                 hooks.on_step(step + 1, p.steps)
             samples = beeps(request.prompt, p.voice, p.speed, pipe.sample_rate)
             out.append([AudioOutput(samples, pipe.sample_rate) for _ in range(p.num_outputs)])
