@@ -9,9 +9,8 @@ go through the same endpoints.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import time
+from typing import Any, ClassVar
 
 import numpy as np
 
