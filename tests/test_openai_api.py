@@ -220,6 +220,25 @@ def test_speech_whole_file_with_voice_mapping_and_formats(client: TestClient) ->
         assert bad.status_code == 400 and error(bad)["param"] == param and text in error(bad)["message"], bad.text
 
 
+def test_speech_in_a_format_the_model_does_not_write_and_longer_than_a_prompt(isolated_home: Path) -> None:
+    from genaccel.settings import Limits
+
+    app, engine = make_app(isolated_home, limits=Limits(prompt_max_chars=20))
+    try:
+        c = TestClient(app)
+        r = c.post(f"{V1}/audio/speech", headers=A, json={  # mp3, the default: the model writes wav, flac
+            "model": "speech-test", "input": "One two three. Four five six. Seven eight nine ten eleven twelve."})
+        assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg", r.text
+        samples, rate = sf.read(io.BytesIO(r.content), always_2d=True)
+        assert rate == 16000 and words(samples, rate) == 12
+        ids = r.headers["X-Genaccel-Job-Id"].split(",")
+        prompts = [c.get(f"/v1/jobs/{i}", headers=A).json()["request"]["prompt"] for i in ids]
+        assert prompts == ["One two three.", "Four five six.", "Seven eight nine ten", "eleven twelve."]
+    finally:
+        engine.dispatcher.stop(timeout=10)
+        unregister_plugins()
+
+
 def test_streamed_speech_sends_one_chunk_per_sentence(client: TestClient) -> None:
     text = "One two. Three four five! Six?"
     with client.stream("POST", f"{V1}/audio/speech", headers=A, json={

@@ -144,6 +144,26 @@ def test_the_readme_snippet_runs_against_the_embedded_default(isolated_home: Pat
     assert Image.open(isolated_home.parent / "out.png").size == (64, 64)
 
 
+def test_a_client_that_hangs_up_cancels_its_job(isolated_home: Path) -> None:
+    from genaccel.serve import build_backend
+    from genaccel.store.sqlite import SQLiteStore
+
+    backend, stop = build_backend(Settings(home=isolated_home, default_model="noop", plugins=PLUGINS))
+    try:
+        with ThreadServer(create_app(backend)) as url:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url + "/openai/v1/audio/speech", json={"model": "speech-test", "input": "hi", "steps": 200},
+                           timeout=httpx.Timeout(10, read=0.5))
+            store = SQLiteStore(isolated_home / "jobs.db")
+            deadline = time.time() + 20
+            while not (job := store.list_jobs(limit=1).jobs[0]).done:
+                assert time.time() < deadline, job
+                time.sleep(0.05)
+    finally:
+        stop(5)
+    assert job.state == "cancelled" and job.progress.step < 200
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_adapters() -> Iterator[None]:
     yield

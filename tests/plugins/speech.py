@@ -53,7 +53,7 @@ def beeps(text: str, voice: str, speed: float, rate: int) -> np.ndarray:
 class FakeSpeechAdapter:
     name: ClassVar[str] = "test-speech"
     modality: ClassVar[str] = "speech"
-    formats: ClassVar[tuple[str, ...]] = ("wav", "flac", "mp3")
+    formats: ClassVar[tuple[str, ...]] = ("wav", "flac")  # mp3 is re-encoded by the speech route
     fields: ClassVar[tuple[str, ...]] = ("voice", "speed")
 
     def prepare(self, request: JobRequest, info: ModelInfo, settings: Settings) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def sentences(text: str, limit: int) -> list[str]:
     out: list[str] = []
     for part in (p.strip() for p in SENTENCE.split(text.strip())):
         while len(part) > limit:
-            cut = part.rfind(" ", 0, limit)
+            cut = part.rfind(" ", 0, limit + 1)
             cut = cut if cut > 0 else limit
             out.append(part[:cut].strip())
             part = part[cut:].strip()
@@ -86,12 +86,21 @@ def grouped(parts: list[str], limit: int) -> list[str]:
     return out
 
 
+def job_format(fmt: str, offered: tuple[str, ...]) -> str:
+    """What the job writes: ``fmt`` when the model writes it, else WAV (or the model's first
+    format), which this route re-encodes (``pcm`` always comes from WAV)."""
+    if fmt in offered and fmt != "pcm":
+        return fmt
+    return "wav" if "wav" in offered else offered[0]
+
+
 def speech_request(body: Body, info: ModelInfo, fmt: str) -> tuple[dict[str, Any], list[str]]:
     """The flat request (without its text) and the warnings of mapping voice and speed."""
-    honoured = set(adapter_for(info).fields)
+    adapter = adapter_for(info)
+    honoured = set(adapter.fields)
     warnings: list[str] = []
     flat: dict[str, Any] = {"modality": "speech", "model": info.name, **body.extras(EXTRAS),
-                            "output_format": "wav" if fmt == "pcm" else fmt}
+                            "output_format": job_format(fmt, adapter.formats)}
     voice = body.get("voice")
     if isinstance(voice, dict):
         voice = voice.get("id")
@@ -182,7 +191,7 @@ async def whole(request: Request, service: JobService, owner: str, flat: dict[st
     """One answer with the whole audio: the job's own file when one job made it in that format."""
     got = [item async for item in chunk_jobs(service, owner, flat, texts, key, request)]
     jobs = [job for job, _ in got]
-    if len(got) == 1 and fmt != "pcm":
+    if len(got) == 1 and flat["output_format"] == fmt:
         data = got[0][1]
     else:
         decoded = [audio.decode(data) for _, data in got]

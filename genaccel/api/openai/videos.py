@@ -6,7 +6,8 @@ A video's id is its job's id (``GET /v1/jobs/{id}`` shows the same job natively)
 Honoured: ``prompt``, ``model``, ``seconds`` (frames = seconds x the model's fps), ``size``
 (``WIDTHxHEIGHT``), ``input_reference`` (an init image, for models that take one). Extras:
 ``steps``, ``seed``, ``profile``, ``negative_prompt``, ``guidance_scale``, ``fps``, ``num_frames``,
-``strength``, ``priority``, ``cache``. Not offered: ``variant=spritesheet``, remix, edit, delete.
+``strength``, ``output_format`` (mp4, webm, gif), ``priority``, ``cache``. Not offered:
+``variant=spritesheet``, list, remix, edit, delete.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from pipelines.modality import adapter_for
 router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
 
 HONOURED = ("prompt", "model", "seconds", "size", "input_reference")
-VIDEO_EXTRAS = {**EXTRAS, "fps": "fps", "num_frames": "num_frames", "strength": "strength"}
+VIDEO_EXTRAS = {**EXTRAS, "fps": "fps", "num_frames": "num_frames", "strength": "strength",
+                "output_format": "output_format"}
 STATUS = {"queued": "queued", "running": "in_progress", "succeeded": "completed"}
 Variant = Literal["video", "thumbnail", "spritesheet"]
 POLL_MS = "250"
