@@ -164,6 +164,29 @@ def test_a_client_that_hangs_up_cancels_its_job(isolated_home: Path) -> None:
     assert job.state == "cancelled" and job.progress.step < 200
 
 
+def test_a_stream_the_client_leaves_cancels_the_sentences_left(isolated_home: Path) -> None:
+    from genaccel.serve import build_backend
+    from genaccel.store.sqlite import SQLiteStore
+
+    backend, stop = build_backend(Settings(home=isolated_home, default_model="noop", plugins=PLUGINS))
+    text = "One. Two. Three. Four. Five. Six."
+    try:
+        with ThreadServer(create_app(backend)) as url, httpx.stream("POST", url + "/openai/v1/audio/speech", json={
+                "model": "speech-test", "input": text, "steps": 30, "stream_format": "audio",
+                "response_format": "pcm"}) as r:
+            first = next(r.iter_bytes())
+        store = SQLiteStore(isolated_home / "jobs.db")
+        deadline = time.time() + 20
+        while not all(j.done for j in (jobs := store.list_jobs(limit=10).jobs)):
+            assert time.time() < deadline
+            time.sleep(0.05)
+    finally:
+        stop(5)
+    assert first and len(jobs) < 6  # the later sentences were never queued
+    assert [j.state for j in sorted(jobs, key=lambda j: j.created_at)][0] == "succeeded"
+    assert "cancelled" in {j.state for j in jobs}
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_adapters() -> Iterator[None]:
     yield

@@ -26,7 +26,7 @@ def list_models(service: Service, owner: Caller) -> dict[str, Any]:
     return {"object": "list", "data": [model_object(m) for m in service.registry.available()]}
 
 
-@router.get("/v1/models/{model}")
+@router.get("/v1/models/{model:path}")
 def retrieve_model(model: str, service: Service, owner: Caller) -> dict[str, Any]:
     """One model (404 ``model_not_found`` when this server has no such model)."""
     for info in service.registry.available():

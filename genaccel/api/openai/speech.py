@@ -223,5 +223,6 @@ async def streamed(chunks: AsyncGenerator[tuple[Job, bytes], None], first: tuple
         if stream == "sse":
             error = {"type": "error", "error": {"message": exc.message, "type": exc.type, "code": exc.code}}
             yield f"data: {json.dumps(error)}\n\n".encode()
-    finally:
-        await chunks.aclose()
+    finally:  # also when the client went away (the stream is cancelled): the queued sentences are cancelled
+        with anyio.CancelScope(shield=True):
+            await chunks.aclose()
