@@ -188,6 +188,14 @@ def test_a_synchronous_call_past_its_timeout_is_cancelled(isolated_home: Path) -
         unregister_plugins()
 
 
+def test_a_failed_job_is_a_500_the_client_does_not_retry(client: TestClient) -> None:
+    r = client.post(f"{V1}/audio/speech", headers=A, json={"model": "speech-test", "input": "please explode"})
+    assert r.status_code == 500 and r.headers["x-should-retry"] == "false"
+    err = error(r)
+    assert err["type"] == "server_error" and err["code"] == "pipeline_failed"
+    assert "failed: RuntimeError: the fake speech model exploded" in err["message"]
+
+
 def words(samples: np.ndarray, rate: int) -> int:
     """Beeps of the fake speech model: runs of loud samples."""
     loud = np.abs(samples.reshape(-1)) > 0.05

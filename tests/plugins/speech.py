@@ -1,7 +1,8 @@
 """A fake speech model for the OpenAI-compatible speech tests: ``speech-test`` answers a speech
 request with one short beep per word (220 Hz for voice ``low``, 660 Hz for ``high``), shortened
 by ``speed``, so a test can count words and tell voices apart in the audio it gets back; each
-step sleeps a hundredth of a second, so a synchronous wait can run out and cancel it at a step.
+step sleeps a hundredth of a second, so a synchronous wait can run out and cancel it at a step;
+a text with the word "explode" fails the job.
 
 Loaded as a plugin (``GENACCEL_PLUGINS='["tests.plugins.speech"]'``); the real speech adapters
 go through the same endpoints.
@@ -77,6 +78,8 @@ class FakeSpeechAdapter:
             for step in range(p.steps):
                 time.sleep(STEP_S)
                 hooks.on_step(step + 1, p.steps)
+            if "explode" in request.prompt:
+                raise RuntimeError("the fake speech model exploded (as asked)")
             samples = beeps(request.prompt, p.voice, p.speed, pipe.sample_rate)
             out.append([AudioOutput(samples, pipe.sample_rate) for _ in range(p.num_outputs)])
         return out
