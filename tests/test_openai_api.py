@@ -196,6 +196,18 @@ def test_a_failed_job_is_a_500_the_client_does_not_retry(client: TestClient) -> 
     assert "failed: RuntimeError: the fake speech model exploded" in err["message"]
 
 
+def test_an_unexpected_exception_is_answered_in_openai_shape(client: TestClient,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    service = client.app.state.service  # type: ignore[attr-defined]
+
+    def broken() -> None:
+        raise KeyError("oops")
+
+    monkeypatch.setattr(service.registry, "available", broken)
+    r = client.get(f"{V1}/models", headers=A)
+    assert r.status_code == 500 and error(r)["code"] == "internal_error" and "KeyError" in error(r)["message"]
+
+
 def words(samples: np.ndarray, rate: int) -> int:
     """Beeps of the fake speech model: runs of loud samples."""
     loud = np.abs(samples.reshape(-1)) > 0.05

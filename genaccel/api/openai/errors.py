@@ -7,6 +7,7 @@ and a missing or unknown key) into that shape, so the native API keeps its own e
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -24,6 +25,7 @@ from genaccel.errors import (
 )
 from genaccel.service import AuthError, TooManyRequests
 
+log = logging.getLogger(__name__)
 NO_RETRY = {"x-should-retry": "false"}
 """OpenAI's clients retry 5xx answers unless told not to; a job that failed or timed out would
 only fail or time out again (and run again on the workers)."""
@@ -91,8 +93,10 @@ class OpenAIRoute(APIRoute):
                 return await handler(request)
             except Exception as exc:
                 found = translate(exc)
-                if found is None:
-                    raise
+                if found is None:  # a bug of ours: logged with its traceback, answered in the client's shape
+                    log.exception("%s %s failed", request.method, request.url.path)
+                    found = OpenAIError(500, f"internal error ({type(exc).__name__}); the server log has the "
+                                             "traceback", "server_error", code="internal_error", headers=NO_RETRY)
                 return found.response()
 
         return guarded
