@@ -1,7 +1,8 @@
 """A fake speech model for the OpenAI-compatible speech tests: ``speech-test`` answers a speech
 request with one short beep per word (220 Hz for voice ``low``, 660 Hz for ``high``), shortened
 by ``speed``, so a test can count words and tell voices apart in the audio it gets back; each
-step sleeps a hundredth of a second, so a synchronous wait can run out and cancel it at a step;
+step sleeps a hundredth of a second per word (synthesis time grows with the text, as in a real
+model), so a synchronous wait can run out and cancel it at a step;
 a text with the word "explode" fails the job.
 
 Loaded as a plugin (``GENACCEL_PLUGINS='["tests.plugins.speech"]'``); the real speech adapters
@@ -76,7 +77,7 @@ class FakeSpeechAdapter:
             p = request.params
             assert p.steps is not None and p.voice is not None and p.speed is not None
             for step in range(p.steps):
-                time.sleep(STEP_S)
+                time.sleep(STEP_S * max(1, len(request.prompt.split())))  # like a real model: longer text, longer
                 hooks.on_step(step + 1, p.steps)
             if "explode" in request.prompt:
                 raise RuntimeError("the fake speech model exploded (as asked)")
