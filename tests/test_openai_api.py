@@ -169,6 +169,20 @@ def test_idempotency_key_answers_a_retry_with_the_first_job(client: TestClient) 
     assert other.headers["X-Genaccel-Job-Id"] != first.headers["X-Genaccel-Job-Id"]  # keys are per API key
 
 
+def test_operator_aliases_answer_openai_model_names(isolated_home: Path) -> None:
+    app, engine = make_app(isolated_home, openai_models={"dall-e-3": "noop", "tts-1": "speech-test"})
+    try:
+        c = TestClient(app)
+        r = c.post(f"{V1}/images/generations", headers=A, json={"model": "dall-e-3", "prompt": "a cat"})
+        assert r.status_code == 200 and "model 'dall-e-3' is served by 'noop' here" in r.headers["X-Genaccel-Warnings"]
+        assert c.post(f"{V1}/audio/speech", headers=A, json={"model": "tts-1", "input": "hi"}).status_code == 200
+        alias = c.get(f"{V1}/models/dall-e-3", headers=A).json()
+        assert alias["alias_of"] == "noop" and alias["modality"] == "image"
+    finally:
+        engine.dispatcher.stop(timeout=10)
+        unregister_plugins()
+
+
 def test_a_synchronous_call_past_its_timeout_is_cancelled(isolated_home: Path) -> None:
     app, engine = make_app(isolated_home, openai_timeout_s=0.3)
     try:

@@ -86,6 +86,15 @@ class Body:
         except (TypeError, ValueError):
             raise invalid(name, f"{name}={value!r} must be {'an integer' if kind is int else 'a number'}") from None
 
+    def model(self, service: JobService) -> str | None:
+        """The ``model`` asked for, through the operator's aliases (``GENACCEL_OPENAI_MODELS``)."""
+        name = self.text("model")
+        alias = service.settings.openai_models.get(name) if name is not None else None
+        if alias is None:
+            return name
+        self.warnings.append(f"model {name!r} is served by {alias!r} here (GENACCEL_OPENAI_MODELS)")
+        return alias
+
     def extras(self, mapping: dict[str, str] | None = None) -> dict[str, Any]:
         """The genaccel parameters present, as flat request fields."""
         return {flat: self.values[name] for name, flat in (mapping or EXTRAS).items() if name in self.values}

@@ -65,14 +65,14 @@ def links(request: Request) -> FileLinks:
     return found
 
 
-def image_request(body: Body) -> dict[str, Any]:
+def image_request(body: Body, service: JobService) -> dict[str, Any]:
     """The flat genaccel request of an images call."""
     if body.get("stream") not in (None, False, "false"):
         raise invalid("stream", "stream=true is not supported: images are answered when complete; fix: drop "
                                 "stream", "unsupported_value")
     width, height = parse_size(body.get("size"))
     flat: dict[str, Any] = {"modality": "image", "prompt": body.text("prompt", required=True),
-                            "model": body.text("model"), "num_outputs": body.number("n", int),
+                            "model": body.model(service), "num_outputs": body.number("n", int),
                             "width": width, "height": height, **body.extras()}
     return {k: v for k, v in flat.items() if v is not None}
 
@@ -132,7 +132,7 @@ async def generations(request: Request, service: Service, owner: Caller, key: Id
     """Text to image (OpenAI's ``images.generate``)."""
     values, _ = await form_or_json(request)
     body = Body.read(values, HONOURED, IGNORED)
-    return await run_images(request, service, owner, body, image_request(body), key, "images.generations")
+    return await run_images(request, service, owner, body, image_request(body, service), key, "images.generations")
 
 
 @router.post("/v1/images/edits")
@@ -148,7 +148,7 @@ async def edits(request: Request, service: Service, owner: Caller, key: Idempote
     if len(images) > 1:
         body.warnings.append(f"image: {len(images)} images sent; the first is edited, the others are ignored")
     raw = await read_file(images[0], "image", service.settings.limits.init_image_max_bytes)
-    flat = {**image_request(body), "strength": body.number("strength", float),
+    flat = {**image_request(body, service), "strength": body.number("strength", float),
             "init_image": "data:image/png;base64," + base64.b64encode(raw).decode()}
     flat = {k: v for k, v in flat.items() if v is not None}
     return await run_images(request, service, owner, body, flat, key, "images.edits")

@@ -23,14 +23,18 @@ def model_object(info: ModelInfo) -> dict[str, Any]:
 @router.get("/v1/models")
 def list_models(service: Service, owner: Caller) -> dict[str, Any]:
     """Models this server can run."""
-    return {"object": "list", "data": [model_object(m) for m in service.registry.available()]}
+    data = [model_object(m) for m in service.registry.available()]
+    served = {m["id"]: m for m in data}
+    data += [{**served[target], "id": alias, "owned_by": "genaccel-alias", "alias_of": target}
+             for alias, target in service.settings.openai_models.items() if target in served]
+    return {"object": "list", "data": data}
 
 
 @router.get("/v1/models/{model:path}")
 def retrieve_model(model: str, service: Service, owner: Caller) -> dict[str, Any]:
     """One model (404 ``model_not_found`` when this server has no such model)."""
-    for info in service.registry.available():
-        if info.name == model:
-            return model_object(info)
+    for found in list_models(service, owner)["data"]:
+        if found["id"] == model:
+            return dict(found)
     raise OpenAIError(404, f"model {model!r} does not exist here; fix: pick one of GET /openai/v1/models",
                       param="model", code="model_not_found")

@@ -170,7 +170,7 @@ async def speech(request: Request, service: Service, owner: Caller, key: Idempot
     if stream is not None and fmt not in audio.STREAMABLE:
         raise invalid("response_format", f"{fmt} cannot be streamed as it is made; fix: use "
                                          f"{', '.join(audio.STREAMABLE)}, or drop stream_format", "unsupported_value")
-    info = resolve_model(service, body.text("model"), "speech")
+    info = resolve_model(service, body.model(service), "speech")
     flat, notes = speech_request(body, info, fmt)
     body.warnings += notes
     limit = service.settings.limits.prompt_max_chars

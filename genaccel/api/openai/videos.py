@@ -86,7 +86,7 @@ async def create_video(request: Request, service: Service, owner: Caller, key: I
     """Queue a video (OpenAI's ``videos.create``); poll ``GET /videos/{id}`` until ``completed``."""
     values, _ = await form_or_json(request)
     body = Body.read(values, HONOURED, {}, VIDEO_EXTRAS)
-    info = resolve_model(service, body.text("model"), "video")
+    info = resolve_model(service, body.model(service), "video")
     honoured = set(adapter_for(info).fields)
     flat: dict[str, Any] = {"modality": "video", "prompt": body.text("prompt", required=True), "model": info.name,
                             **body.extras(VIDEO_EXTRAS)}
