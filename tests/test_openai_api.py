@@ -318,6 +318,13 @@ def test_video_create_poll_download(client: TestClient) -> None:
     assert thumb.headers["content-type"] == "image/png"
     sprites = client.get(f"{V1}/videos/{video['id']}/content", headers=A, params={"variant": "spritesheet"})
     assert sprites.status_code == 400 and error(sprites)["param"] == "variant"
+    more = [client.post(f"{V1}/videos", headers=A, json={"prompt": f"clip {i}", "model": "video-test"}).json()["id"]
+            for i in range(2)]
+    page = client.get(f"{V1}/videos", headers=A, params={"limit": 2}).json()
+    assert [v["id"] for v in page["data"]] == more[::-1] and page["has_more"] and page["last_id"] == more[0]
+    rest = client.get(f"{V1}/videos", headers=A, params={"limit": 2, "after": page["last_id"]}).json()
+    assert [v["id"] for v in rest["data"]] == [video["id"]] and not rest["has_more"]
+    assert client.get(f"{V1}/videos", headers=B).json()["data"] == []  # another key's videos are not listed
     image_job = client.post(f"{V1}/images/generations", headers=A, json={"model": "noop", "prompt": "x"})
     not_video = client.get(f"{V1}/videos/{image_job.headers['X-Genaccel-Job-Id']}", headers=A)
     assert not_video.status_code == 404

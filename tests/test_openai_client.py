@@ -69,6 +69,9 @@ def exercise(base: str) -> None:
     assert video.status == "completed" and video.seconds == "4", video
     clip = client.videos.download_content(video.id).content
     assert clip[4:8] == b"ftyp"
+    client.videos.create(model="video-test", prompt="a blue ball", seconds="4")  # type: ignore[arg-type]
+    listed = [v.id for v in client.videos.list(limit=1)]  # pages through both, one at a time
+    assert len(listed) == 2 and listed[1] == video.id
     with pytest.raises(openai.BadRequestError, match="must be WIDTHxHEIGHT") as bad:
         client.images.generate(model="noop", prompt="a cat", size="big")  # type: ignore[arg-type]
     assert bad.value.param == "size"  # type: ignore[attr-defined]

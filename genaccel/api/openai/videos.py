@@ -7,7 +7,7 @@ Honoured: ``prompt``, ``model``, ``seconds`` (frames = seconds x the model's fps
 (``WIDTHxHEIGHT``), ``input_reference`` (an init image, for models that take one). Extras:
 ``steps``, ``seed``, ``profile``, ``negative_prompt``, ``guidance_scale``, ``fps``, ``num_frames``,
 ``strength``, ``output_format`` (mp4, webm, gif), ``priority``, ``cache``. Not offered:
-``variant=spritesheet``, list, remix, edit, delete.
+``variant=spritesheet``, remix, edit, delete. ``GET /videos`` lists your videos, newest first.
 """
 
 from __future__ import annotations
@@ -111,6 +111,37 @@ async def create_video(request: Request, service: Service, owner: Caller, key: I
         flat["init_image"] = "data:image/png;base64," + base64.b64encode(raw).decode()
     job = await submit(service, flat, owner, key=key, endpoint="videos")
     return answer(job, body.warnings)
+
+
+def videos_after(service: JobService, owner: str, after: str | None, limit: int) -> tuple[list[Job], bool]:
+    """``owner``'s videos, newest first, after the one called ``after`` (OpenAI pages by the last id
+    seen; the store by its own cursor, so its pages are walked to that id)."""
+    out: list[Job] = []
+    found, cursor = after is None, None
+    while True:
+        page = service.list(owner, modality="video", limit=200, cursor=cursor)
+        for job in page.jobs:
+            if found:
+                out.append(job)
+                if len(out) > limit:
+                    return out[:limit], True
+            found = found or job.id == after
+        if page.next_cursor is None:
+            return out, False
+        cursor = page.next_cursor
+
+
+@router.get("/v1/videos")
+async def list_videos(service: Service, owner: Caller, after: str | None = None,
+                      limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                      order: Literal["asc", "desc"] = "desc") -> JSONResponse:
+    """Your videos, newest first (OpenAI's ``videos.list``; ``order=asc`` is not offered)."""
+    if order != "desc":
+        raise invalid("order", "order=asc is not offered; fix: use desc (newest first)", "unsupported_value")
+    jobs, more = await to_thread.run_sync(videos_after, service, owner, after, limit)
+    data = [video_object(j) for j in jobs]
+    return JSONResponse({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                         "last_id": data[-1]["id"] if data else None, "has_more": more})
 
 
 @router.get("/v1/videos/{video_id}")
