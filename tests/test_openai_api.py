@@ -117,6 +117,8 @@ def test_edit_runs_image_to_image_on_the_uploaded_image(client: TestClient) -> N
     assert "mask ignored" in r.headers["X-Genaccel-Warnings"]
     missing = client.post(f"{V1}/images/edits", headers=A, data={"prompt": "x", "model": "tiny-sd"})
     assert missing.status_code == 400 and error(missing)["param"] == "image"
+    garbled = client.post(f"{V1}/images/edits", headers={**A, "Content-Type": "multipart/form-data"}, content=b"x")
+    assert garbled.status_code == 400 and error(garbled)["code"] == "invalid_body"
 
 
 @pytest.mark.parametrize(("body", "status", "param", "text"), [

@@ -15,6 +15,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from genaccel.errors import (
     GenAccelError,
@@ -70,6 +71,10 @@ def translate(exc: Exception) -> OpenAIError | None:
         status = exc.http_status if exc.http_status in (400, 404, 409, 429) else 500
         kind = "server_error" if status >= 500 else "invalid_request_error"
         return OpenAIError(status, exc.message, kind, code=exc.code, headers=NO_RETRY if status >= 500 else None)
+    if isinstance(exc, HTTPException):  # e.g. a malformed multipart body
+        kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
+        return OpenAIError(exc.status_code, str(exc.detail), kind, code="invalid_body" if exc.status_code == 400
+                           else None, headers=dict(exc.headers or {}))
     if isinstance(exc, RequestValidationError):
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"][1:]) or str(err["loc"][0])
