@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     """Requests per minute per API key (429 with Retry-After above it); 0 turns the limit off."""
     max_queued_per_key: int = 100
     """Jobs one key may have queued at once."""
+    openai_timeout_s: float = 300.0
+    """Longest a synchronous call of the OpenAI-compatible API (images, speech) waits for its job;
+    past it the job is cancelled and the call answers 504."""
+    openai_models: dict[str, str] = Field(default_factory=dict)
+    """OpenAI model names answered by a model of this server (``{"dall-e-3": "shapes-sd"}``), for
+    clients that cannot be told another model name; the answer's warnings header says so."""
     max_request_bytes: int = 32 * 1024 * 1024
     """Largest request body the API reads (413 above it); an init image travels inside it."""
     redis_url: str | None = None

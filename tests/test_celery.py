@@ -26,6 +26,9 @@ from pipelines.registry import ModelRegistry
 REDIS_URL = os.environ.get("GENACCEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
+PLUGINS = ("tests.plugins.sine", "tests.plugins.speech", "tests.plugins.video")
+ROUTED = ("tiny-sd", "sine-test", "noop", "speech-test", "video-test")
+"""Models whose jobs go to the cluster's private queue (the OpenAI-compatible tests use the last three)."""
 
 
 def _redis_or_skip() -> None:
@@ -40,10 +43,11 @@ def _redis_or_skip() -> None:
 class Cluster:
     """Two worker processes on a private queue and key prefix, and the API on top."""
 
-    def __init__(self, home: Path, plugins: tuple[str, ...] = ()) -> None:
+    def __init__(self, home: Path, plugins: tuple[str, ...] = (),
+                 models: tuple[str, ...] = ("tiny-sd", "sine-test")) -> None:
         self.tag = uuid.uuid4().hex[:10]
         self.queue = f"test-{self.tag}"
-        routes = {name: self.queue for name in ("tiny-sd", "sine-test")}
+        routes = {name: self.queue for name in models}
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("GENACCEL_")},
             "GENACCEL_HOME": str(home), "GENACCEL_REDIS_URL": REDIS_URL, "GENACCEL_REDIS_PREFIX": f"ga-{self.tag}",
@@ -109,13 +113,14 @@ class Cluster:
         self.store.close()
         from pipelines.modality import ADAPTERS
 
-        ADAPTERS.adapters.pop("sine", None)  # the rest of the suite runs without the test modality
+        for name in ("sine", "test-speech", "test-video"):  # the rest of the suite runs without the test modalities
+            ADAPTERS.adapters.pop(name, None)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     _redis_or_skip()
-    c = Cluster(tmp_path_factory.mktemp("celery-home"), plugins=("tests.plugins.sine",))
+    c = Cluster(tmp_path_factory.mktemp("celery-home"), plugins=PLUGINS, models=ROUTED)
     c.start_worker("cpu:0")
     c.start_worker("cpu:1")
     try:
@@ -196,3 +201,16 @@ def test_kill_9_worker_mid_job_reruns_elsewhere_once(cluster: Cluster) -> None:
     assert "died" in " ".join(final["metadata"]["requeued"])
     outputs = sorted(p.name for p in cluster.settings.outputs.glob(f"{job_id[:12]}-*.png"))
     assert outputs == [f"{job_id[:12]}-0.png"]  # exactly one set of artifacts
+
+
+def test_the_openai_client_against_celery_and_redis(cluster: Cluster) -> None:
+    """The same calls as against `genaccel serve` (tests/test_openai_client.py), here through the
+    Redis store and Celery workers, with an API key configured."""
+    from genaccel.api import Backend, create_app
+    from genaccel.service.auth import digest
+    from tests.test_openai_client import KEY, ThreadServer, exercise
+
+    settings = cluster.settings.model_copy(update={"api_keys": [digest(KEY)]})
+    backend = Backend(settings, cluster.store, cluster.dispatcher, ModelRegistry(settings, allow_paths=False))
+    with ThreadServer(create_app(backend)) as url:
+        exercise(url + "/openai/v1")

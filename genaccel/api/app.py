@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from genaccel.api.limits import BodyLimit
+from genaccel.api.openai import mount_openai
 from genaccel.api.routes import catalogue, jobs, operations
 from genaccel.errors import GenAccelError
 from genaccel.service import AuthError, Backend, JobService, TooManyRequests
@@ -49,4 +50,5 @@ def create_app(backend: Backend) -> FastAPI:
 
     for router in (jobs.router, catalogue.router, operations.router):
         app.include_router(router)
+    mount_openai(app)
     return app

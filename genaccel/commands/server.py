@@ -44,6 +44,7 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Embedded worker threads (without --redis).")] = None,
     grace: Annotated[float, typer.Option(help="Seconds running jobs get to finish on shutdown before they "
                                               "go back to the queue.")] = 30.0,
+    ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Mount the web UI at /ui.")] = True,
 ) -> None:
     """Run the REST API (and an embedded worker unless --redis is given)."""
     _quiet_libraries()
@@ -61,7 +62,7 @@ def serve(
     elif host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
         raise GenAccelError(f"--host {host} would expose the API without keys; fix: set GENACCEL_API_KEYS "
                             "(see `genaccel keys new`) or listen on 127.0.0.1")
-    run_server(settings, host, port, grace_s=grace, log=_err)
+    run_server(settings, host, port, grace_s=grace, log=_err, ui=ui)
 
 
 @app.command()

@@ -136,7 +136,8 @@ class JobService:
     # -- writing ---------------------------------------------------------------------------
 
     def submit(self, flat: dict[str, Any], owner: str, *, idempotency_key: str | None = None,
-               job_id: str | None = None, upload: str | None = None) -> tuple[Job, bool]:
+               job_id: str | None = None, upload: str | None = None,
+               metadata: dict[str, Any] | None = None) -> tuple[Job, bool]:
         """Validate and queue a flat request (a batch line's keys, a REST body); returns the job
         and whether it is new. A repeated ``idempotency_key`` or ``job_id`` returns the first job.
 
@@ -147,6 +148,7 @@ class JobService:
             idempotency_key: the client's key for this submission (scoped to the owner).
             job_id: an id the client chose.
             upload: the path of an image the web UI received (it replaces ``flat["init_image"]``).
+            metadata: recorded in the new job's metadata (e.g. which API surface queued it).
         """
         if idempotency_key:
             job_id = hashlib.sha256(f"{owner}\0{idempotency_key}".encode()).hexdigest()[:32]
@@ -155,7 +157,7 @@ class JobService:
             if found is not None:
                 return found, False
         try:
-            return self._submit(flat, owner, job_id, upload), True
+            return self._submit(flat, owner, job_id, upload, metadata), True
         except JobStateConflict:  # another request with the same id won the race
             found = self._existing(job_id, owner) if job_id else None
             if found is None:
@@ -216,7 +218,8 @@ class JobService:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _submit(self, flat: dict[str, Any], owner: str, job_id: str | None, upload: str | None) -> Job:
+    def _submit(self, flat: dict[str, Any], owner: str, job_id: str | None, upload: str | None,
+                metadata: dict[str, Any] | None = None) -> Job:
         self._check_cap(owner)
         flat = {k: v for k, v in flat.items() if v is not None}
         webhook = flat.pop("webhook", None)
@@ -230,8 +233,8 @@ class JobService:
             flat["init_image"] = str(_store_upload(upload, folder, limit))
         elif flat.get("init_image"):
             flat["init_image"] = str(save_data_url(str(flat["init_image"]), folder, limit))
-        return self.enqueue(JobRequest.from_flat(flat), owner, job_id=job_id,
-                            metadata={"webhook": str(webhook)} if webhook is not None else None)
+        extra = {**(metadata or {}), **({"webhook": str(webhook)} if webhook is not None else {})}
+        return self.enqueue(JobRequest.from_flat(flat), owner, job_id=job_id, metadata=extra or None)
 
     def _existing(self, job_id: str, owner: str) -> Job | None:
         try:

@@ -1,0 +1,332 @@
+"""The OpenAI-compatible routes in process (FastAPI's client, the embedded shape): parameters
+honoured, ignored (the warnings header) or refused, errors in OpenAI's shape, keys and per-key
+isolation, idempotency, the bounded synchronous wait that cancels its job, streamed speech, video.
+The official ``openai`` client is tested in test_openai_client.py."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from genaccel.api import Backend, create_app
+from genaccel.service.auth import digest
+from genaccel.settings import Settings
+from pipelines.engine import LocalEngine
+from pipelines.registry import ModelRegistry
+
+PLUGINS = ["tests.plugins.speech", "tests.plugins.video"]
+KEY_A, KEY_B = "key-alice", "key-bob"
+A = {"Authorization": f"Bearer {KEY_A}"}
+B = {"Authorization": f"Bearer {KEY_B}"}
+V1 = "/openai/v1"
+
+
+def unregister_plugins() -> None:
+    from pipelines.modality import ADAPTERS
+
+    for name in ("test-speech", "test-video"):  # the rest of the suite runs without the test modalities
+        ADAPTERS.adapters.pop(name, None)
+
+
+def make_app(home: Path, **overrides: Any) -> tuple[Any, LocalEngine]:
+    settings = Settings(home=home, default_model="tiny-sd", plugins=PLUGINS,
+                        api_keys=[digest(KEY_A), digest(KEY_B)], **overrides)
+    engine = LocalEngine(settings, scoped=False)
+    engine.dispatcher.start()
+    backend = Backend(settings, engine.store, engine.dispatcher, ModelRegistry(settings, allow_paths=False))
+    return create_app(backend), engine
+
+
+@pytest.fixture
+def client(isolated_home: Path) -> Iterator[TestClient]:
+    app, engine = make_app(isolated_home)
+    try:
+        yield TestClient(app)
+    finally:
+        engine.dispatcher.stop(timeout=10)
+        unregister_plugins()
+
+
+def error(r: Any) -> dict[str, Any]:
+    body = r.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}, body
+    return dict(body["error"])
+
+
+def png(color: str = "red", size: int = 64) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_images_generate_b64_with_ignored_parameters_named_in_the_warnings_header(client: TestClient) -> None:
+    r = client.post(f"{V1}/images/generations", headers=A, json={
+        "model": "noop", "prompt": "a cat", "n": 2, "size": "64x96", "quality": "hd", "style": "vivid",
+        "user": "u-1", "seed": 5, "output_format": "jpeg"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["size"] == "64x96" and body["output_format"] == "jpeg" and len(body["data"]) == 2
+    image = Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"])))
+    assert image.format == "JPEG" and image.size == (64, 96)
+    warnings = r.headers["X-Genaccel-Warnings"]
+    assert "quality ignored" in warnings and "style ignored" in warnings and "user" not in warnings
+    job = client.get(f"/v1/jobs/{r.headers['X-Genaccel-Job-Id']}", headers=A).json()
+    assert job["request"]["seed"] == 5 and job["request"]["num_outputs"] == 2
+    assert job["metadata"]["api"] == "openai" and job["metadata"]["user"] == "u-1"
+    # the same route at /v1 (no clash there), while /v1/models stays the native catalogue
+    at_v1 = client.post("/v1/images/generations", headers=A, json={"model": "noop", "prompt": "a cat"})
+    assert at_v1.status_code == 200
+    assert isinstance(client.get("/v1/models", headers=A).json(), list)
+    models = client.get(f"{V1}/models", headers=A).json()
+    assert models["object"] == "list" and {"id": "speech-test", "object": "model", "created": 0,
+                                           "owned_by": "genaccel-builtin", "modality": "speech"} in models["data"]
+    assert client.get(f"{V1}/models/video-test", headers=A).json()["modality"] == "video"
+    assert error(client.get(f"{V1}/models/nope", headers=A))["code"] == "model_not_found"
+    # every job of this surface counts in the same metrics
+    assert 'genaccel_jobs{state="succeeded"} 2' in client.get("/metrics").text
+
+
+def test_image_url_is_a_signed_link_that_needs_no_key(client: TestClient) -> None:
+    r = client.post(f"{V1}/images/generations", headers=A,
+                    json={"model": "noop", "prompt": "a cat", "response_format": "url"})
+    url = r.json()["data"][0]["url"]
+    got = client.get(url)
+    assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+    forged = client.get(url.replace("sig=", "sig=0"))
+    assert forged.status_code == 403 and error(forged)["type"] == "permission_error"
+
+
+def test_edit_runs_image_to_image_on_the_uploaded_image(client: TestClient) -> None:
+    r = client.post(f"{V1}/images/edits", headers=A, files={"image": ("in.png", png(), "image/png")},
+                    data={"prompt": "a blue square", "model": "tiny-sd", "steps": "2", "size": "64x64",
+                          "strength": "0.5", "mask": "ignored"})
+    assert r.status_code == 200, r.text
+    job = client.get(f"/v1/jobs/{r.headers['X-Genaccel-Job-Id']}", headers=A).json()
+    assert job["request"]["init_image"] == "uploaded" and job["request"]["strength"] == 0.5
+    assert "mask ignored" in r.headers["X-Genaccel-Warnings"]
+    missing = client.post(f"{V1}/images/edits", headers=A, data={"prompt": "x", "model": "tiny-sd"})
+    assert missing.status_code == 400 and error(missing)["param"] == "image"
+    garbled = client.post(f"{V1}/images/edits", headers={**A, "Content-Type": "multipart/form-data"}, content=b"x")
+    assert garbled.status_code == 400 and error(garbled)["code"] == "invalid_body"
+
+
+@pytest.mark.parametrize(("body", "status", "param", "text"), [
+    ({"prompt": "a cat", "size": "banana"}, 400, "size", "must be WIDTHxHEIGHT"),
+    ({"prompt": "a cat", "size": "4096x4096"}, 400, "size", "must be between 64 and 2048"),
+    ({"prompt": "a cat", "size": "66x64"}, 400, "size", "must be a multiple of 8"),
+    ({"prompt": "a cat", "n": 99}, 400, "n", "num_outputs=99 is invalid"),
+    ({"prompt": "a cat", "stepz": 3}, 400, "stepz", "unknown parameter 'stepz'"),
+    ({"prompt": "a cat", "stream": True}, 400, "stream", "stream=true is not supported"),
+    ({"prompt": "a cat", "response_format": "gif"}, 400, "response_format", "use b64_json or url"),
+    ({"size": "64x64"}, 400, "prompt", "prompt is required"),
+    ({"prompt": "a cat", "model": "dall-e-9"}, 404, "model", "no such model"),
+    ({"prompt": "a cat", "model": "speech-test"}, 400, "model", "serves speech, not image"),
+])
+def test_bad_image_requests_get_openai_errors(client: TestClient, body: dict[str, Any], status: int, param: str,
+                                              text: str) -> None:
+    r = client.post(f"{V1}/images/generations", headers=A, json={"model": "noop", **body})
+    assert r.status_code == status, r.text
+    err = error(r)
+    assert err["param"] == param and text in err["message"] and err["type"] == "invalid_request_error"
+
+
+def test_keys_isolation_and_rate_limit(isolated_home: Path) -> None:
+    app, engine = make_app(isolated_home, rate_limit_per_min=3)
+    try:
+        c = TestClient(app)
+        missing = c.post(f"{V1}/images/generations", json={"prompt": "a cat", "model": "noop"})
+        assert missing.status_code == 401 and error(missing)["type"] == "authentication_error"
+        wrong = c.get(f"{V1}/models", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and error(wrong)["code"] == "invalid_api_key"
+        video = c.post(f"{V1}/videos", headers=A, data={"prompt": "a red ball", "model": "video-test"}).json()
+        other = c.get(f"{V1}/videos/{video['id']}", headers=B)
+        assert other.status_code == 404 and error(other)["code"] == "not_found"  # another key's job is not there
+        c.get(f"{V1}/videos/{video['id']}", headers=A)
+        c.get(f"{V1}/videos/{video['id']}", headers=A)
+        limited = c.get(f"{V1}/videos/{video['id']}", headers=A)
+        assert limited.status_code == 429 and error(limited)["type"] == "rate_limit_error"
+        assert int(limited.headers["Retry-After"]) >= 1
+    finally:
+        engine.dispatcher.stop(timeout=10)
+        unregister_plugins()
+
+
+def test_idempotency_key_answers_a_retry_with_the_first_job(client: TestClient) -> None:
+    body = {"model": "noop", "prompt": "a cat"}
+    first = client.post(f"{V1}/images/generations", headers={**A, "Idempotency-Key": "k1"}, json=body)
+    again = client.post(f"{V1}/images/generations", headers={**A, "Idempotency-Key": "k1"}, json=body)
+    other = client.post(f"{V1}/images/generations", headers={**B, "Idempotency-Key": "k1"}, json=body)
+    assert first.headers["X-Genaccel-Job-Id"] == again.headers["X-Genaccel-Job-Id"]
+    assert other.headers["X-Genaccel-Job-Id"] != first.headers["X-Genaccel-Job-Id"]  # keys are per API key
+
+
+def test_operator_aliases_answer_openai_model_names(isolated_home: Path) -> None:
+    app, engine = make_app(isolated_home, openai_models={"dall-e-3": "noop", "tts-1": "speech-test"})
+    try:
+        c = TestClient(app)
+        r = c.post(f"{V1}/images/generations", headers=A, json={"model": "dall-e-3", "prompt": "a cat"})
+        assert r.status_code == 200 and "model 'dall-e-3' is served by 'noop' here" in r.headers["X-Genaccel-Warnings"]
+        assert c.post(f"{V1}/audio/speech", headers=A, json={"model": "tts-1", "input": "hi"}).status_code == 200
+        alias = c.get(f"{V1}/models/dall-e-3", headers=A).json()
+        assert alias["alias_of"] == "noop" and alias["modality"] == "image"
+    finally:
+        engine.dispatcher.stop(timeout=10)
+        unregister_plugins()
+
+
+def test_a_synchronous_call_past_its_timeout_is_cancelled(isolated_home: Path) -> None:
+    app, engine = make_app(isolated_home, openai_timeout_s=0.3)
+    try:
+        c = TestClient(app)
+        r = c.post(f"{V1}/audio/speech", headers=A, json={"model": "speech-test", "input": "hello", "steps": 200})
+        assert r.status_code == 504 and r.headers["x-should-retry"] == "false"
+        err = error(r)
+        assert err["code"] == "timeout" and "did not finish within 0.3 s and was cancelled" in err["message"]
+        job_id = r.headers["X-Genaccel-Job-Id"]
+        deadline = time.time() + 30
+        while (job := c.get(f"/v1/jobs/{job_id}", headers=A).json())["state"] not in ("cancelled", "succeeded"):
+            assert time.time() < deadline
+            time.sleep(0.05)
+        assert job["state"] == "cancelled" and job["progress"]["step"] < 200
+    finally:
+        engine.dispatcher.stop(timeout=10)
+        unregister_plugins()
+
+
+def test_a_failed_job_is_a_500_the_client_does_not_retry(client: TestClient) -> None:
+    r = client.post(f"{V1}/audio/speech", headers=A, json={"model": "speech-test", "input": "please explode"})
+    assert r.status_code == 500 and r.headers["x-should-retry"] == "false"
+    err = error(r)
+    assert err["type"] == "server_error" and err["code"] == "pipeline_failed"
+    assert "failed: RuntimeError: the fake speech model exploded" in err["message"]
+
+
+def test_an_unexpected_exception_is_answered_in_openai_shape(client: TestClient,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    service = client.app.state.service  # type: ignore[attr-defined]
+
+    def broken() -> None:
+        raise KeyError("oops")
+
+    monkeypatch.setattr(service.registry, "available", broken)
+    r = client.get(f"{V1}/models", headers=A)
+    assert r.status_code == 500 and error(r)["code"] == "internal_error" and "KeyError" in error(r)["message"]
+
+
+def words(samples: np.ndarray, rate: int) -> int:
+    """Beeps of the fake speech model: runs of loud samples."""
+    loud = np.abs(samples.reshape(-1)) > 0.05
+    starts = np.flatnonzero(loud[1:] & ~loud[:-1])
+    gaps = np.diff(starts) > 0.03 * rate
+    return int(1 + gaps.sum()) if len(starts) else 0
+
+
+def test_speech_whole_file_with_voice_mapping_and_formats(client: TestClient) -> None:
+    r = client.post(f"{V1}/audio/speech", headers=A, json={
+        "model": "speech-test", "input": "one two three", "voice": "alloy", "response_format": "wav",
+        "instructions": "cheerful"})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
+    samples, rate = sf.read(io.BytesIO(r.content), always_2d=True)
+    assert rate == 16000 and words(samples, rate) == 3
+    warnings = r.headers["X-Genaccel-Warnings"]
+    assert "instructions ignored" in warnings and "'alloy' is not a voice of speech-test; used its default" in warnings
+    raw = client.post(f"{V1}/audio/speech", headers=A, json={
+        "model": "speech-test", "input": "one two three", "voice": "high", "response_format": "pcm", "speed": 2})
+    pcm = np.frombuffer(raw.content, "<i2")
+    assert raw.headers["content-type"] == "audio/pcm" and abs(len(pcm) - 24000 * 3 * 0.06) < 24  # 24 kHz, 2x faster
+    for body, param, text in [
+        ({"response_format": "opus"}, "response_format", "use wav, flac, mp3, pcm"),
+        ({"voice": "zeus"}, "voice", "speech-test has the voices low, high"),
+        ({"speed": 9}, "speed", "must be between 0.25 and 4"),
+        ({"model": "tiny-sd"}, "model", "makes image, not speech"),
+        ({"response_format": "flac", "stream_format": "audio"}, "response_format", "flac cannot be streamed"),
+    ]:
+        bad = client.post(f"{V1}/audio/speech", headers=A, json={"model": "speech-test", "input": "hi", **body})
+        assert bad.status_code == 400 and error(bad)["param"] == param and text in error(bad)["message"], bad.text
+
+
+def test_speech_in_a_format_the_model_does_not_write_and_longer_than_a_prompt(isolated_home: Path) -> None:
+    from genaccel.settings import Limits
+
+    app, engine = make_app(isolated_home, limits=Limits(prompt_max_chars=20))
+    try:
+        c = TestClient(app)
+        r = c.post(f"{V1}/audio/speech", headers=A, json={  # mp3, the default: the model writes wav, flac
+            "model": "speech-test", "input": "One two three. Four five six. Seven eight nine ten eleven twelve."})
+        assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg", r.text
+        samples, rate = sf.read(io.BytesIO(r.content), always_2d=True)
+        assert rate == 16000 and words(samples, rate) == 12
+        ids = r.headers["X-Genaccel-Job-Id"].split(",")
+        prompts = [c.get(f"/v1/jobs/{i}", headers=A).json()["request"]["prompt"] for i in ids]
+        assert prompts == ["One two three.", "Four five six.", "Seven eight nine ten", "eleven twelve."]
+    finally:
+        engine.dispatcher.stop(timeout=10)
+        unregister_plugins()
+
+
+def test_streamed_speech_sends_one_chunk_per_sentence(client: TestClient) -> None:
+    text = "One two. Three four five! Six?"
+    with client.stream("POST", f"{V1}/audio/speech", headers=A, json={
+            "model": "speech-test", "input": text, "response_format": "pcm", "stream_format": "audio"}) as r:
+        assert r.status_code == 200
+        chunks = [c for c in r.iter_bytes() if c]
+    assert len(chunks) == 3
+    per_word = 24000 * 0.12 * 2
+    assert [round(len(c) / per_word) for c in chunks] == [2, 3, 1]
+    ids = r.headers["X-Genaccel-Job-Id"]
+    job = client.get(f"/v1/jobs/{ids}", headers=A).json()
+    assert job["request"]["prompt"] == "One two." and job["metadata"]["part"] == [0, 3]
+    sse = client.post(f"{V1}/audio/speech", headers=A, json={
+        "model": "speech-test", "input": text, "response_format": "wav", "stream_format": "sse"})
+    events = [json.loads(line[6:]) for line in sse.text.splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events] == ["speech.audio.delta"] * 3 + ["speech.audio.done"]
+    wav = b"".join(base64.b64decode(e["audio"]) for e in events[:3])
+    assert wav[:4] == b"RIFF" and words(np.frombuffer(wav[44:], "<i2") / 32767, 16000) == 6
+
+
+def test_video_create_poll_download(client: TestClient) -> None:
+    r = client.post(f"{V1}/videos", headers=A, data={"prompt": "a red ball", "model": "video-test", "seconds": "2",
+                                                     "size": "64x96"})
+    assert r.status_code == 200, r.text
+    video = r.json()
+    assert video["object"] == "video" and video["status"] in ("queued", "in_progress") and video["size"] == "64x96"
+    assert r.headers["openai-poll-after-ms"]
+    early = client.get(f"{V1}/videos/{video['id']}/content", headers=A)
+    assert early.status_code in (200, 400)
+    deadline = time.time() + 30
+    while (video := client.get(f"{V1}/videos/{video['id']}", headers=A).json())["status"] != "completed":
+        assert video["status"] != "failed" and time.time() < deadline, video
+        time.sleep(0.05)
+    assert video["progress"] == 100 and video["seconds"] == "2"
+    clip = client.get(f"{V1}/videos/{video['id']}/content", headers=A)
+    assert clip.headers["content-type"] == "video/mp4" and clip.content[4:8] == b"ftyp"
+    import av
+
+    with av.open(io.BytesIO(clip.content)) as container:
+        frames = [f.to_image() for f in container.decode(video=0)]
+    assert len(frames) == 16 and frames[-1].size == (64, 96) and frames[-1].getpixel((5, 5))[0] > 200  # red
+    thumb = client.get(f"{V1}/videos/{video['id']}/content", headers=A, params={"variant": "thumbnail"})
+    assert thumb.headers["content-type"] == "image/png"
+    sprites = client.get(f"{V1}/videos/{video['id']}/content", headers=A, params={"variant": "spritesheet"})
+    assert sprites.status_code == 400 and error(sprites)["param"] == "variant"
+    more = [client.post(f"{V1}/videos", headers=A, json={"prompt": f"clip {i}", "model": "video-test"}).json()["id"]
+            for i in range(2)]
+    page = client.get(f"{V1}/videos", headers=A, params={"limit": 2}).json()
+    assert [v["id"] for v in page["data"]] == more[::-1] and page["has_more"] and page["last_id"] == more[0]
+    rest = client.get(f"{V1}/videos", headers=A, params={"limit": 2, "after": page["last_id"]}).json()
+    assert [v["id"] for v in rest["data"]] == [video["id"]] and not rest["has_more"]
+    assert client.get(f"{V1}/videos", headers=B).json()["data"] == []  # another key's videos are not listed
+    image_job = client.post(f"{V1}/images/generations", headers=A, json={"model": "noop", "prompt": "x"})
+    not_video = client.get(f"{V1}/videos/{image_job.headers['X-Genaccel-Job-Id']}", headers=A)
+    assert not_video.status_code == 404

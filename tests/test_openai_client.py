@@ -1,0 +1,198 @@
+"""The official ``openai`` client against genaccel: a live ``genaccel serve`` (embedded shape) and
+the Celery + Redis deployment (``test_celery.py`` runs ``exercise`` on its cluster), with the same
+calls: an image as b64 and as a url, an edit,
+speech (whole and streamed), a video; a bad size, an unknown model and a missing key raise the
+client's BadRequestError, NotFoundError and AuthenticationError. And the README's snippet runs
+as written against the embedded default."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from genaccel.api import create_app
+from genaccel.service.auth import digest
+from genaccel.settings import Settings
+from tests.test_openai_api import PLUGINS, png, unregister_plugins, words
+from tests.test_serve import free_port, wait_up
+
+openai = pytest.importorskip("openai")
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "ga_test_openai_key"
+
+
+def exercise(base: str) -> None:
+    """Every call of the issue through the official client, against the server at ``base``."""
+    client = openai.OpenAI(base_url=base, api_key=KEY, max_retries=0)
+    ids = {m.id for m in client.models.list().data}
+    assert {"noop", "tiny-sd", "speech-test", "video-test"} <= ids
+    got = client.images.generate(model="noop", prompt="a cat", size="64x64", response_format="b64_json",
+                                 extra_body={"seed": 3, "steps": 1})
+    assert Image.open(io.BytesIO(base64.b64decode(got.data[0].b64_json or ""))).size == (64, 64)
+    got = client.images.generate(model="noop", prompt="a cat", response_format="url", n=2)
+    assert len(got.data) == 2
+    fetched = httpx.get(got.data[1].url or "")  # a signed link: no key needed
+    assert fetched.status_code == 200 and fetched.headers["content-type"] == "image/png"
+    raw = client.images.with_raw_response.generate(model="noop", prompt="a cat", quality="hd")
+    assert "quality ignored" in raw.headers["x-genaccel-warnings"]
+    edit = client.images.edit(model="tiny-sd", image=("in.png", png("red"), "image/png"), prompt="a blue square",
+                              size="64x64", extra_body={"steps": 2, "strength": 0.5, "seed": 1})
+    assert Image.open(io.BytesIO(base64.b64decode(edit.data[0].b64_json or ""))).size == (64, 64)
+    speech = client.audio.speech.create(model="speech-test", voice="high", input="one two three",
+                                        response_format="wav")
+    samples, rate = sf.read(io.BytesIO(speech.content), always_2d=True)
+    assert rate == 16000 and words(samples, rate) == 3
+    with client.audio.speech.with_streaming_response.create(
+            model="speech-test", voice="low", input="One two. Three.", response_format="pcm",
+            stream_format="audio") as streamed:
+        pieces = [piece for piece in streamed.iter_bytes() if piece]
+    pcm = np.frombuffer(b"".join(pieces), "<i2")
+    assert abs(len(pcm) - 24000 * 0.12 * 3) < 24 and words(pcm / 32767, 24000) == 3
+    video = client.videos.create_and_poll(model="video-test", prompt="a red ball", seconds="4", size="64x64",
+                                          poll_interval_ms=100)  # type: ignore[arg-type]
+    assert video.status == "completed" and video.seconds == "4", video
+    clip = client.videos.download_content(video.id).content
+    assert clip[4:8] == b"ftyp"
+    client.videos.create(model="video-test", prompt="a blue ball", seconds="4")  # type: ignore[arg-type]
+    listed = [v.id for v in client.videos.list(limit=1)]  # pages through both, one at a time
+    assert len(listed) == 2 and listed[1] == video.id
+    with pytest.raises(openai.BadRequestError, match="must be WIDTHxHEIGHT") as bad:
+        client.images.generate(model="noop", prompt="a cat", size="big")  # type: ignore[arg-type]
+    assert bad.value.param == "size"  # type: ignore[attr-defined]
+    with pytest.raises(openai.NotFoundError, match="no such model"):
+        client.audio.speech.create(model="tts-9", voice="alloy", input="hi")
+    with pytest.raises(openai.AuthenticationError, match="unknown API key"):  # e.g. a key of OpenAI's own
+        openai.OpenAI(base_url=base, api_key="sk-an-openai-key", max_retries=0).images.generate(prompt="a cat")
+    no_header = openai.OpenAI(base_url=base, api_key="x", max_retries=0, default_headers={"Authorization": ""})
+    with pytest.raises(openai.AuthenticationError, match="missing API key"):
+        no_header.models.list()
+
+
+@pytest.mark.slow
+def test_the_openai_client_against_genaccel_serve(isolated_home: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "GENACCEL_HOME": str(isolated_home), "GENACCEL_DEFAULT_MODEL": "tiny-sd",
+           "HF_HUB_OFFLINE": "1", "GENACCEL_PLUGINS": json.dumps(PLUGINS),
+           "GENACCEL_API_KEYS": json.dumps([digest(KEY)])}
+    command = [sys.executable, "-m", "genaccel.cli", "serve", "--port", str(port), "--no-ui"]
+    proc = subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        wait_up(f"http://127.0.0.1:{port}", proc)
+        exercise(f"http://127.0.0.1:{port}/openai/v1")
+    finally:
+        proc.kill()  # its shutdown is tested in test_serve.py
+        proc.wait(30)
+
+
+class ThreadServer:
+    """An app on a local port, served by uvicorn in a thread of the test process."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            assert time.time() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.server.config.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def readme_snippet() -> str:
+    text = (ROOT / "README.md").read_text()
+    found = re.search(r"```python\n(from openai import OpenAI\n.*?)```", text, re.S)
+    assert found, "the README has no openai snippet"
+    return found[1]
+
+
+def test_the_readme_snippet_runs_against_the_embedded_default(isolated_home: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """As ``genaccel serve`` builds it with no settings (SQLite, worker threads, no keys); the
+    default model is swapped for ``noop`` to keep the test cheap."""
+    from genaccel.serve import build_backend
+
+    monkeypatch.chdir(isolated_home.parent)
+    backend, stop = build_backend(Settings(home=isolated_home, default_model="noop"))
+    try:
+        with ThreadServer(create_app(backend)) as url:
+            code = readme_snippet().replace("http://127.0.0.1:8000", url)
+            namespace: dict[str, Any] = {}
+            exec(compile(code, "README.md", "exec"), namespace)
+    finally:
+        stop(5)
+    assert Image.open(isolated_home.parent / "out.png").size == (64, 64)
+
+
+def test_a_client_that_hangs_up_cancels_its_job(isolated_home: Path) -> None:
+    from genaccel.serve import build_backend
+    from genaccel.store.sqlite import SQLiteStore
+
+    backend, stop = build_backend(Settings(home=isolated_home, default_model="noop", plugins=PLUGINS))
+    try:
+        with ThreadServer(create_app(backend)) as url:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url + "/openai/v1/audio/speech", json={"model": "speech-test", "input": "hi", "steps": 200},
+                           timeout=httpx.Timeout(10, read=0.5))
+            store = SQLiteStore(isolated_home / "jobs.db")
+            deadline = time.time() + 20
+            while not (job := store.list_jobs(limit=1).jobs[0]).done:
+                assert time.time() < deadline, job
+                time.sleep(0.05)
+    finally:
+        stop(5)
+    assert job.state == "cancelled" and job.progress.step < 200
+
+
+def test_a_stream_the_client_leaves_cancels_the_sentences_left(isolated_home: Path) -> None:
+    from genaccel.serve import build_backend
+    from genaccel.store.sqlite import SQLiteStore
+
+    backend, stop = build_backend(Settings(home=isolated_home, default_model="noop", plugins=PLUGINS))
+    text = "One. Two. Three. Four. Five. Six."
+    try:
+        with ThreadServer(create_app(backend)) as url, httpx.stream("POST", url + "/openai/v1/audio/speech", json={
+                "model": "speech-test", "input": text, "steps": 30, "stream_format": "audio",
+                "response_format": "pcm"}) as r:
+            first = next(r.iter_bytes())
+        store = SQLiteStore(isolated_home / "jobs.db")
+        deadline = time.time() + 20
+        jobs = store.list_jobs(limit=10).jobs
+        while not all(j.done for j in jobs):
+            assert time.time() < deadline
+            time.sleep(0.05)
+            jobs = store.list_jobs(limit=10).jobs
+    finally:
+        stop(5)
+    assert first and len(jobs) < 6  # the later sentences were never queued
+    assert min(jobs, key=lambda j: j.created_at).state == "succeeded"
+    assert "cancelled" in {j.state for j in jobs}
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_adapters() -> Iterator[None]:
+    yield
+    unregister_plugins()
