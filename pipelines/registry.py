@@ -107,7 +107,35 @@ def builtin_models() -> dict[str, ModelInfo]:
             ModelDefaults(steps=1, guidance_scale=0.0, width=64, height=64),
             "blank images at once: measures the service's own overhead (load tests)", noop.NoopPipeline,
         ),
+        **tiny_video_models(),
     }
+
+
+def tiny_video_models() -> dict[str, ModelInfo]:
+    """The tiny offline video pipelines (``pipelines/tiny_video.py``): 64 px, a few frames."""
+    from pipelines import tiny_video as tv
+
+    def clip(frames: int, guidance: float = 5.0) -> ModelDefaults:
+        return ModelDefaults(steps=10, guidance_scale=guidance, width=64, height=64, num_frames=frames, fps=8.0,
+                             output_format="mp4")
+
+    rows = [  # name, pipeline class, family, defaults, builder, what it is
+        ("tiny-wan", "WanPipeline", Family.VIDEO_DIT, clip(9), tv.build_tiny_wan, "Wan 2.x text-to-video"),
+        ("tiny-wan-i2v", "WanImageToVideoPipeline", Family.VIDEO_DIT, clip(9), tv.build_tiny_wan_i2v,
+         "Wan 2.2-style image-to-video"),
+        ("tiny-ltx", "LTXPipeline", Family.VIDEO_DIT, clip(9, 3.0), tv.build_tiny_ltx, "LTX-Video text-to-video"),
+        ("tiny-animatediff", "AnimateDiffPipeline", Family.VIDEO_UNET, clip(8, 7.5), tv.build_tiny_animatediff,
+         "AnimateDiff (SD UNet + motion adapter)"),
+        ("tiny-latte", "LattePipeline", Family.VIDEO_DIT, clip(tv.LATTE_FRAMES, 4.5), tv.build_tiny_latte,
+         "Latte text-to-video"),
+        ("tiny-cogvideox", "CogVideoXPipeline", Family.VIDEO_DIT, clip(9, 6.0), tv.build_tiny_cogvideox,
+         "CogVideoX text-to-video"),
+        ("tiny-svd", "StableVideoDiffusionPipeline", Family.VIDEO_UNET, clip(6, 3.0), tv.build_tiny_svd,
+         "Stable Video Diffusion image-to-video (no prompt)"),
+    ]
+    return {name: ModelInfo(name, "video", family, "builtin", name, cls, defaults,
+                            f"tiny random-weight {what} pipeline (tests, smoke runs)", builder)
+            for name, cls, family, defaults, builder, what in rows}
 
 
 def text_to_image_classes() -> set[str]:
@@ -117,6 +145,10 @@ def text_to_image_classes() -> set[str]:
 
 
 def family_of(pipeline_class: str, components: dict[str, Any]) -> Family:
+    if "motion_adapter" in components or pipeline_class == "StableVideoDiffusionPipeline":
+        return Family.VIDEO_UNET
+    if "transformer" in components and any(k in pipeline_class for k in ("Wan", "LTX", "Latte", "CogVideo")):
+        return Family.VIDEO_DIT
     if "unet" in components:
         return Family.SDXL_UNET if "XL" in pipeline_class else Family.SD_UNET
     if "transformer" in components:
