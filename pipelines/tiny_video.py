@@ -159,7 +159,7 @@ def build_tiny_cogvideox(seed: int = 0) -> Any:
         text_encoder = _t5(tokenizer)
         transformer = CogVideoXTransformer3DModel(
             num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2,
-            text_embed_dim=32, num_layers=1, sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
+            text_embed_dim=32, num_layers=2, sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
             temporal_compression_ratio=4, max_text_seq_length=MAX_TOKENS,
         )
         vae = AutoencoderKLCogVideoX(
