@@ -339,19 +339,28 @@ def apply_taylorseer(pipe: Any, config: TaylorSeer) -> _DiTCacheHandle:
     return _install(pipe, config, apply, (_TAYLORSEER_CACHE_HOOK,), per_sample=False)
 
 
+OUTSIDE = 10**6
+"""A timestep outside every window."""
+
+
 @technique(FasterCache)
 def apply_fastercache(pipe: Any, config: FasterCache) -> _DiTCacheHandle:
     """Requests without classifier-free guidance are refused before this runs (``check_fastercache``):
     its hooks assume batches of unconditional and conditional halves."""
 
     def apply(transformer: torch.nn.Module, context: _ContextHook) -> None:
+        def timestep() -> int:
+            # attention-only mode would reuse attention at the first call, before anything is cached
+            # (diffusers 0.42.1 skips whenever the timestep is in the window): the first call is outside
+            return OUTSIDE if config.attention_only and context.calls <= 1 else int(context.timestep)
+
         apply_faster_cache(transformer, FasterCacheConfig(
             spatial_attention_block_skip_range=config.skip,
             spatial_attention_timestep_skip_range=(-1, config.window_high),
             unconditional_batch_skip_range=config.uncond_skip,
             unconditional_batch_timestep_skip_range=(-1, config.uncond_window_high),
             attention_weight_callback=lambda _: config.attention_weight,
-            tensor_format="BCHW", current_timestep_callback=lambda: int(context.timestep),
+            tensor_format="BCHW", current_timestep_callback=timestep,
             is_guidance_distilled=config.attention_only,
         ))
 

@@ -26,8 +26,7 @@ WHY_GUIDANCE = {"Wan": "Wan runs the conditional and unconditional passes as sep
                 "LTX": "LTX packs its tokens to 3-D, where the unconditional approximation's frequency split "
                        "needs 4-D latents"}
 ALTERNATING = ("LattePipeline",)
-FIRST_STEP = 990
-"""Timesteps at or above this are a schedule's first call (999 for DDPM-style, 1000 for flow)."""
+
 
 
 @checks(FasterCache)
@@ -37,10 +36,6 @@ def check_fastercache_video(config: FasterCache, context: RequestContext) -> Non
         raise InvalidRequest("techniques", "fastercache", f"its guidance mode fails on {family}: "
                              f"{WHY_GUIDANCE[family]}",
                              "pass fastercache with attention_only=true, or use pab")
-    if config.attention_only and config.window_high >= FIRST_STEP:
-        raise InvalidRequest("techniques", "fastercache", f"attention_only with window_high={config.window_high} "
-                             "would reuse attention at the first step, before anything is cached",
-                             f"pass window_high below {FIRST_STEP}")
 
 
 @checks(FirstBlockCache, MagCache)
