@@ -191,7 +191,8 @@ def build_tiny_svd(seed: int = 0) -> Any:
         )
         vae = AutoencoderKLTemporalDecoder(block_out_channels=[32, 64], in_channels=3, out_channels=3,
                                            down_block_types=["DownEncoderBlock2D"] * 2, latent_channels=4)
-        # GroupNorm(32) throughout the SVD UNet and VAE: 32 channels at least. The pipeline resizes the image to 224 px for CLIP: 224 / 56 = 4x4 patches
+        # GroupNorm(32) throughout the SVD UNet and VAE: 32 channels at least. The pipeline resizes
+        # the image to 224 px for CLIP: 224 / 56 = 4x4 patches
         encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
             hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4, image_size=224,
             intermediate_size=37, patch_size=56,

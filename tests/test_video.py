@@ -145,11 +145,11 @@ def test_bad_video_requests_are_refused_before_queueing(settings: Settings, flat
 
 
 def test_images_t2v_and_unreadable(settings: Settings, first_frame: Path, tmp_path: Path) -> None:
-    with pytest.raises(InvalidRequest, match="tiny-wan .Wan. is text-to-video only; fix: drop --init"):
+    with pytest.raises(InvalidRequest, match=r"tiny-wan \(Wan\) is text-to-video only; fix: drop --init"):
         prepared(settings, model="tiny-wan", init=str(first_frame))
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
-    with pytest.raises(InvalidRequest, match="init_image=.* is invalid: is not a readable image"):
+    with pytest.raises(InvalidRequest, match=r"init_image=.* is invalid: is not a readable image"):
         prepared(settings, model="tiny-wan-i2v", init=str(broken))
 
 

@@ -106,7 +106,7 @@ def test_deepcache_and_vae_slicing_on_animatediff(settings: Settings) -> None:
     flat = {"modality": "video", "prompt": "a ball", "model": "tiny-animatediff", "steps": 3, "seed": 1,
             "frames": 4, "guidance": 1.0,
             "techniques": [{"name": "deepcache", "options": {"interval": 2}}]}
-    request, info = prepare_request(JobRequest.from_flat(flat), ModelRegistry(settings), settings)
+    request, _info = prepare_request(JobRequest.from_flat(flat), ModelRegistry(settings), settings)
     base = clip(pipe, request)
     handle = apply_techniques(pipe, [parse_technique(TechniqueSpec(name="deepcache", options={"interval": 2}))])
     try:
