@@ -240,3 +240,35 @@ def test_video_jobs_go_to_the_video_queue_and_the_ui_has_video_fields(settings: 
     assert {"tiny-wan", "tiny-latte", "tiny-animatediff"} <= {m.name for m in videos}
     assert {"num_frames", "fps", "init_image", "duration_s"} <= tab_fields(videos)
     assert registry.default_model("video").startswith("tiny-")
+
+
+def test_ui_video_tab_plays_the_mp4_and_previews_frames_while_rendering(isolated_home: Path) -> None:
+    from genaccel.api import Backend
+    from pipelines.engine import LocalEngine
+    from ui.links import FileLinks
+    from ui.page import Page, unavailable_reason
+
+    settings = Settings(home=isolated_home, default_model="tiny-sd", rate_limit_per_min=0)
+    engine = LocalEngine(settings, scoped=False)
+    engine.dispatcher.start()
+    try:
+        backend = Backend(settings, engine.store, engine.dispatcher, ModelRegistry(settings, allow_paths=False))
+        assert unavailable_reason(backend, "video") is None
+        page = Page(backend, FileLinks("/ui/files"))
+        job = page.api_submit({"modality": "video", "model": "tiny-wan", "prompt": "a ball", "steps": 4,
+                               "frames": 5})
+        assert job["error"] is None, job
+        deadline = time.time() + 60
+        while job["state"] not in ("succeeded", "failed") and time.time() < deadline:
+            time.sleep(0.05)
+            job = page.api_job(job["id"])
+        assert job["state"] == "succeeded", job["error"]
+        (art,) = job["artifacts"]
+        assert art["media_type"] == "video/mp4" and art["url"].startswith("/ui/files/")
+        record = engine.store.get(job["id"])
+        assert str(record.metadata.get("preview", "")).startswith("data:image/png;base64,")  # the frame strip
+        from ui import render
+
+        assert "<video src=" in render.outputs_html(record, lambda job_id, name, **_: f"/files/{name}")
+    finally:
+        engine.dispatcher.stop(timeout=10)

@@ -65,12 +65,13 @@ def latte_from_image_dit(image_dit: torch.nn.Module, frames: int) -> LatteTransf
     assert all(k.startswith(("temporal_transformer_blocks.", "proj_out.")) for k in missing), missing[:5]
     with torch.no_grad():
         p, ch = c.patch_size, c.in_channels
+        given = out_w.shape[0] // (p * p)  # the image DiT's output channels: noise only, or noise + variance
         w = latte.proj_out.weight.view(p * p, 2 * ch, -1)  # rows ordered (patch pixel, channel)
         b = latte.proj_out.bias.view(p * p, 2 * ch)
         w.zero_()
         b.zero_()
-        w[:, :ch] = out_w.view(p * p, ch, -1)
-        b[:, :ch] = out_b.view(p * p, ch)
+        w[:, :given] = out_w.view(p * p, given, -1)
+        b[:, :given] = out_b.view(p * p, given)
         for block in latte.temporal_transformer_blocks:
             for linear in (block.attn1.to_out[0], block.ff.net[-1]):
                 linear.weight.zero_()
@@ -163,9 +164,9 @@ def train_shapes_video(
             embeddings.grad[:old_vocab] = 0  # type: ignore[index]
         torch.nn.utils.clip_grad_norm_(latte.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if progress is not None:
-            progress(step + 1, steps, float(loss))
+            progress(step + 1, steps, losses[-1])
         if (step + 1) % 100 == 0 or step + 1 == steps:
             save_checkpoint(work / "video.pt", {"latte": latte.state_dict(), "text_encoder": text_encoder.state_dict(),
                                                 "step": step + 1, "losses": losses})
