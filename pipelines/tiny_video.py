@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from diffusers import (
     AnimateDiffPipeline,
+    AutoencoderKL,
     AutoencoderKLLTXVideo,
     AutoencoderKLWan,
     DDIMScheduler,
@@ -33,10 +34,18 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-from pipelines.tiny import tiny_vae
 from pipelines.tokenizers import byte_clip_tokenizer, char_t5_tokenizer
 
 MAX_TOKENS = 64
+
+
+def _vae8() -> AutoencoderKL:
+    """An image VAE that downsamples 8x like real ones (64 px -> 8x8 latents): the tiny image
+    VAE's 2x would give the video UNet and Latte 32x32 latents per frame, slow for no purpose."""
+    return AutoencoderKL(
+        block_out_channels=[8, 8, 16, 16], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4, layers_per_block=1,
+    )
 
 
 def _t5(tokenizer: Any) -> T5EncoderModel:
@@ -120,7 +129,7 @@ def build_tiny_animatediff(seed: int = 0) -> AnimateDiffPipeline:
             bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=16, intermediate_size=32,
             num_attention_heads=2, num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=77,
         )).eval()
-        vae = tiny_vae()
+        vae = _vae8()
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False,
                               steps_offset=1)
     return AnimateDiffPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
@@ -144,7 +153,7 @@ def build_tiny_latte(seed: int = 0, video_length: int = LATTE_FRAMES) -> LattePi
             activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
             norm_elementwise_affine=False, norm_eps=1e-6, video_length=video_length,
         )
-        vae = tiny_vae()
+        vae = _vae8()
     return LattePipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                          scheduler=DDIMScheduler())
 

@@ -30,6 +30,7 @@ from pipelines.video import VideoAdapter, frames_preview, windows
 
 VIDEO_MODELS = ["tiny-wan", "tiny-wan-i2v", "tiny-ltx", "tiny-animatediff", "tiny-latte", "tiny-cogvideox", "tiny-svd"]
 NEEDS_IMAGE = {"tiny-wan-i2v", "tiny-svd"}
+SHORT = {"tiny-svd": {"frames": 2}, "tiny-animatediff": {"frames": 4}}  # the slow ones: fewer frames
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def prepared(settings: Settings, **flat: Any) -> JobRequest:
 def test_every_tiny_video_model_makes_its_clip(settings: Settings, first_frame: Path, name: str) -> None:
     info = builtin_models()[name]
     assert info.modality == "video"
-    request = prepared(settings, model=name, steps=2, seed=5,
+    request = prepared(settings, model=name, steps=2, seed=5, **SHORT.get(name, {}),
                        **({"init": str(first_frame)} if name in NEEDS_IMAGE else {}))
     pipe = info.builder()  # type: ignore[misc]
     pipe.set_progress_bar_config(disable=True)

@@ -121,3 +121,33 @@ def test_deepcache_and_vae_slicing_on_animatediff(settings: Settings) -> None:
     finally:
         pipe.vae.disable_slicing()
     np.testing.assert_allclose(sliced, base, atol=1.0)
+
+
+def test_motion_lora_on_animatediff_through_the_lora_technique(settings: Settings) -> None:
+    """A LoRA on the motion modules and the UNet's attention (AnimateLCM's shape), saved like the
+    published ones, loads through the ``lora`` technique and leaves the pipeline as it was."""
+    from diffusers import AnimateDiffPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    maker = builtin_models()["tiny-animatediff"].builder()  # type: ignore[misc]
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        maker.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                          target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    assert any("motion_modules" in k for k in get_peft_model_state_dict(maker.unet))
+    AnimateDiffPipeline.save_lora_weights(settings.home / "loras" / "motion-test",
+                                          unet_lora_layers=get_peft_model_state_dict(maker.unet),
+                                          safe_serialization=True)
+    flat = {"modality": "video", "prompt": "a ball", "model": "tiny-animatediff", "steps": 2, "seed": 1,
+            "frames": 4, "guidance": 1.0, "techniques": [{"name": "lora", "options": {"adapter": "motion-test"}}]}
+    request, _ = prepare_request(JobRequest.from_flat(flat), ModelRegistry(settings), settings)  # accepted
+    pipe = pipe_of("tiny-animatediff")
+    base = clip(pipe, request)
+    handle = apply_techniques(pipe, [parse_technique(TechniqueSpec(name="lora", options={"adapter": "motion-test"}))])
+    try:
+        with_lora = clip(pipe, request)
+    finally:
+        handle.remove()
+    assert np.abs(with_lora - base).max() > 0
+    np.testing.assert_array_equal(clip(pipe, request), base)
