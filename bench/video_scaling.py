@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.tiny_video import build_tiny_wan  # noqa: E402
+from pipelines.tiny_video import build_tiny_wan
 
 
 def measure(pipe, frames: int, side: int, steps: int, repeats: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]

@@ -204,8 +204,8 @@ def frames_preview(latents: Any, row: int) -> str | None:
     clip = ((clip - low) / (high - low).clamp_min(1e-6) * 255).round().byte()
     count = clip.shape[1]
     picks = sorted({round(i * (count - 1) / max(1, PREVIEW_FRAMES - 1)) for i in range(PREVIEW_FRAMES)})
-    tiles = [Image.fromarray(clip[:, f].permute(1, 2, 0).numpy()).resize((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.NEAREST)
-             for f in picks]
+    side = (PREVIEW_SIDE, PREVIEW_SIDE)
+    tiles = [Image.fromarray(clip[:, f].permute(1, 2, 0).numpy()).resize(side, Image.Resampling.NEAREST) for f in picks]
     strip = Image.new("RGB", (PREVIEW_SIDE * len(tiles), PREVIEW_SIDE))
     for i, tile in enumerate(tiles):
         strip.paste(tile, (i * PREVIEW_SIDE, 0))

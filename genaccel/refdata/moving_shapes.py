@@ -49,7 +49,7 @@ def sample_motion_specs(n: int, seed: int) -> list[MotionSpec]:
     """``n`` specs, every attribute uniform; the colour never equals the background's look-alike
     (yellow on white, and black on black cannot happen: no black shapes)."""
     rng = np.random.default_rng(seed)
-    out = []
+    out: list[MotionSpec] = []
     while len(out) < n:
         spec = MotionSpec(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), str(rng.choice(SIZES)),
                           str(rng.choice(list(BACKGROUNDS))), str(rng.choice(list(DIRECTIONS))))

@@ -46,10 +46,10 @@ def extend_tokenizer(tokenizer: T5Tokenizer, words: tuple[str, ...] = MOTION_WOR
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=MAX_TOKENS)
 
 
-def latte_from_image_dit(image_dit: torch.nn.Module, frames: int) -> LatteTransformer3DModel:
+def latte_from_image_dit(image_dit: Any, frames: int) -> LatteTransformer3DModel:
     """A Latte transformer with the image DiT's weights in every spatial part and identity
     temporal blocks."""
-    c = image_dit.config
+    c: Any = image_dit.config
     latte = LatteTransformer3DModel(
         num_attention_heads=c.num_attention_heads, attention_head_dim=c.attention_head_dim, in_channels=c.in_channels,
         out_channels=2 * c.in_channels, num_layers=c.num_layers, cross_attention_dim=c.cross_attention_dim,
@@ -64,7 +64,7 @@ def latte_from_image_dit(image_dit: torch.nn.Module, frames: int) -> LatteTransf
     assert not unexpected, f"image DiT weights Latte has no place for: {unexpected[:5]}"
     assert all(k.startswith(("temporal_transformer_blocks.", "proj_out.")) for k in missing), missing[:5]
     with torch.no_grad():
-        p, ch = c.patch_size, c.in_channels
+        p, ch = int(c.patch_size), int(c.in_channels)
         given = out_w.shape[0] // (p * p)  # the image DiT's output channels: noise only, or noise + variance
         w = latte.proj_out.weight.view(p * p, 2 * ch, -1)  # rows ordered (patch pixel, channel)
         b = latte.proj_out.bias.view(p * p, 2 * ch)
@@ -134,7 +134,8 @@ def train_shapes_video(
                               num_train_timesteps=1000)
     temporal = [p for b in latte.temporal_transformer_blocks for p in b.parameters()]
     embeddings = text_encoder.get_input_embeddings().weight
-    opt = torch.optim.AdamW([{"params": temporal}, {"params": [embeddings], "weight_decay": 0.0}], lr=lr)
+    groups: list[dict[str, Any]] = [{"params": temporal}, {"params": [embeddings], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=lr)
     start, losses = 0, []
     state = load_checkpoint(work / "video.pt")
     if state is not None:
@@ -185,5 +186,7 @@ def train_shapes_video(
 
 def smoothed(losses: list[float], window: int = 20) -> tuple[float, float]:
     """Mean loss of the first and the last ``window`` steps."""
+    if not losses:
+        return math.nan, math.nan
     w = max(1, min(window, len(losses) // 2))
-    return float(np.mean(losses[:w])), float(np.mean(losses[-w:])) if losses else (math.nan, math.nan)
+    return float(np.mean(losses[:w])), float(np.mean(losses[-w:]))
