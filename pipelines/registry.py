@@ -114,6 +114,7 @@ def builtin_models() -> dict[str, ModelInfo]:
 def tiny_video_models() -> dict[str, ModelInfo]:
     """The tiny offline video pipelines (``pipelines/tiny_video.py``): 64 px, a few frames."""
     from pipelines import tiny_video as tv
+    from pipelines.two_stage import build_tiny_text_image_to_video
 
     def clip(frames: int, guidance: float = 5.0) -> ModelDefaults:
         return ModelDefaults(steps=10, guidance_scale=guidance, width=64, height=64, num_frames=frames, fps=8.0,
@@ -132,6 +133,8 @@ def tiny_video_models() -> dict[str, ModelInfo]:
          "CogVideoX text-to-video"),
         ("tiny-svd", "StableVideoDiffusionPipeline", Family.VIDEO_UNET, clip(6, 3.0), tv.build_tiny_svd,
          "Stable Video Diffusion image-to-video (no prompt)"),
+        ("tiny-t2i2v", "TextImageToVideoPipeline", Family.OTHER, clip(9), build_tiny_text_image_to_video,
+         "text-to-image (tiny-dit) then image-to-video (tiny-wan-i2v)"),
     ]
     return {name: ModelInfo(name, "video", family, "builtin", name, cls, defaults,
                             f"tiny random-weight {what} pipeline (tests, smoke runs)", builder)

@@ -25,6 +25,7 @@ from genaccel.errors import InvalidRequest
 from genaccel.settings import Settings
 from genaccel.spec import JobRequest
 from pipelines.modality import AudioOutput, Output, RunHooks, VideoOutput, check_format, register_adapter
+from pipelines.two_stage import TextImageToVideoPipeline
 from pipelines.video_rules import VIDEO_CLASSES, check_frames, check_memory, check_size, kind_of
 
 if TYPE_CHECKING:
@@ -105,7 +106,16 @@ class VideoAdapter:
 
     def _clip(self, pipe: Any, request: JobRequest, gen: torch.Generator, on_step: Any, on_latents: Any) -> VideoOutput:
         p = request.params
-        assert p.num_frames is not None and p.fps is not None
+        assert p.num_frames is not None and p.fps is not None and p.steps is not None
+        first: Image.Image | None = None
+        if isinstance(pipe, TextImageToVideoPipeline):  # the first frame from the prompt, unless given
+            stages = 1 if p.init_image else 2
+            total = stages * p.steps
+            if not p.init_image:
+                first = pipe.first_frame(request.prompt, request.negative_prompt, p.steps, p.guidance_scale or 0.0,
+                                         p.width or 0, p.height or 0, gen, lambda done: on_step(done, total))
+                on_step = _shifted(on_step, p.steps, total)
+            pipe = pipe.video
         kind = kind_of(type(pipe).__name__)
         accepted = set(inspect.signature(pipe.__call__).parameters)
         kwargs: dict[str, Any] = {
@@ -127,6 +137,8 @@ class VideoAdapter:
             kwargs["decode_chunk_size"] = min(p.num_frames, 8)
         if p.init_image:
             kwargs["image"] = load_init_image(p.init_image, p.width or 0, p.height or 0)
+        elif first is not None:
+            kwargs["image"] = first
         if kind.name == "Stable Video Diffusion":  # its guidance is a ramp from min to max
             kwargs.pop("guidance_scale")
             kwargs.update(min_guidance_scale=1.0, max_guidance_scale=max(1.0, p.guidance_scale or 1.0))
@@ -165,6 +177,13 @@ class VideoAdapter:
 
     def serves(self, pipeline_class: str) -> bool:
         return pipeline_class in VIDEO_CLASSES
+
+
+def _shifted(on_step: Any, offset: int, total: int) -> Any:
+    """The video stage's step callback after ``offset`` image steps, against the two stages' total."""
+    def shifted(step: int, _: int) -> None:
+        on_step(offset + step, total)
+    return shifted
 
 
 def load_init_image(path: str, width: int, height: int) -> Image.Image:

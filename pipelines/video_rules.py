@@ -60,6 +60,8 @@ KINDS: tuple[VideoKind, ...] = (
     VideoKind("CogVideoX image-to-video", ("CogVideoXImageToVideoPipeline",), frame_step=4, size_multiple=16,
               image="required"),
     VideoKind("Stable Video Diffusion", ("StableVideoDiffusionPipeline",), image="required", prompt=False),
+    VideoKind("text-to-image then Wan image-to-video", ("TextImageToVideoPipeline",), frame_step=4,
+              size_multiple=16, image="optional"),
 )
 VIDEO_CLASSES: frozenset[str] = frozenset(c for k in KINDS for c in k.classes)
 
@@ -98,6 +100,7 @@ def model_configs(info: ModelInfo) -> dict[str, dict[str, Any]]:
 @lru_cache(maxsize=32)
 def _built_configs(name: str, builder: Any) -> dict[str, dict[str, Any]]:
     pipe = builder()
+    pipe = getattr(pipe, "video", pipe)  # text-to-image-then-video: the video stage is the one that counts
     return {part: dict(getattr(pipe, part).config) for part in ("transformer", "unet", "vae")
             if getattr(pipe, part, None) is not None}
 

@@ -273,3 +273,18 @@ def test_ui_video_tab_plays_the_mp4_and_previews_frames_while_rendering(isolated
         assert "<video src=" in render.outputs_html(record, lambda job_id, name, **_: f"/files/{name}")
     finally:
         engine.dispatcher.stop(timeout=10)
+
+
+def test_text_to_image_then_image_to_video_counts_both_stages(settings: Settings, first_frame: Path) -> None:
+    info = builtin_models()["tiny-t2i2v"]
+    pipe = info.builder()  # type: ignore[misc]
+    pipe.set_progress_bar_config(disable=True)
+    request = prepared(settings, model="tiny-t2i2v", steps=2, seed=1, frames=5)
+    steps: list[tuple[int, int]] = []
+    (outputs,) = VideoAdapter().generate(pipe, [request], RunHooks(lambda s, t: steps.append((s, t))))
+    assert len(outputs[0].frames) == 5  # type: ignore[union-attr]
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]  # 2 image steps, then 2 video steps, one total
+    given = prepared(settings, model="tiny-t2i2v", steps=2, seed=1, frames=5, init=str(first_frame))
+    steps.clear()
+    VideoAdapter().generate(pipe, [given], RunHooks(lambda s, t: steps.append((s, t))))
+    assert steps == [(1, 2), (2, 2)]  # an init image skips the image stage
