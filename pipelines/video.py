@@ -70,6 +70,11 @@ class VideoAdapter:
         check_size(kind, width, height)
         fps = p.fps or d.fps or DEFAULT_FPS
         frames = check_frames(kind, info, p.num_frames, p.duration_s, fps)
+        if d.max_duration_s is not None and frames / fps > d.max_duration_s:
+            most = int(d.max_duration_s * fps)
+            raise InvalidRequest("num_frames", frames, f"{frames} frames at {fps:g} fps last {frames / fps:g} s, and "
+                                 f"{info.name} makes at most {d.max_duration_s:g} s",
+                                 f"pass --frames {most} or fewer, or a higher --fps")
         if frames > settings.limits.frames_max:
             raise InvalidRequest("num_frames", frames, f"must be at most {settings.limits.frames_max}",
                                  f"pass --frames {settings.limits.frames_max} or fewer")

@@ -288,3 +288,38 @@ def test_text_to_image_then_image_to_video_counts_both_stages(settings: Settings
     steps.clear()
     VideoAdapter().generate(pipe, [given], RunHooks(lambda s, t: steps.append((s, t))))
     assert steps == [(1, 2), (2, 2)]  # an init image skips the image stage
+
+
+def test_a_models_longest_clip_is_enforced(settings: Settings) -> None:
+    import dataclasses
+
+    registry = ModelRegistry(settings)
+    info = registry.resolve("tiny-wan")
+    registry.add(dataclasses.replace(info, name="short-wan",
+                                     defaults=dataclasses.replace(info.defaults, max_duration_s=2.0)))
+    request = JobRequest.from_flat({"modality": "video", "prompt": "x", "model": "short-wan", "frames": 33})
+    with pytest.raises(InvalidRequest, match=r"num_frames=33 is invalid: 33 frames at 8 fps last 4.125 s, and "
+                                             r"short-wan makes at most 2 s; fix: pass --frames 16 or fewer"):
+        prepare_request(request, registry, settings)
+
+
+@pytest.mark.parametrize("name", ["tiny-wan", "tiny-ltx"])
+def test_vae_tiling_on_video_vaes(settings: Settings, name: str) -> None:
+    from genaccel.accel import apply_techniques, parse_technique
+    from genaccel.spec import TechniqueSpec
+
+    pipe = builtin_models()[name].builder()  # type: ignore[misc]
+    pipe.set_progress_bar_config(disable=True)
+    request = prepared(settings, model=name, steps=1, seed=1, techniques=[{"name": "vae_tiling"}])
+    def run_clip() -> np.ndarray:
+        (outputs,) = VideoAdapter().generate(pipe, [request], RunHooks(lambda s, t: None))
+        return np.stack([np.asarray(f, dtype=np.float32) for f in outputs[0].frames])  # type: ignore[union-attr]
+
+    base = run_clip()
+    handle = apply_techniques(pipe, [parse_technique(TechniqueSpec(name="vae_tiling"))])
+    try:
+        assert pipe.vae.use_tiling
+        np.testing.assert_allclose(run_clip(), base, atol=2.0)  # below the tile size: the same clip
+    finally:
+        handle.remove()
+    assert not pipe.vae.use_tiling
