@@ -72,6 +72,9 @@ REFERENCE_MODELS: dict[str, tuple[ModelDefaults, str]] = {
                   "reference Stable-Diffusion-architecture model trained on procedural shapes"),
     "shapes-dit": (ModelDefaults(steps=50, guidance_scale=4.5, width=64, height=64),
                    "reference PixArt-architecture model trained on procedural shapes"),
+    "shapes-video": (ModelDefaults(steps=50, guidance_scale=4.5, width=64, height=64, num_frames=8, fps=8.0,
+                                   output_format="mp4"),
+                     "reference Latte video model (from shapes-dit) trained on moving procedural shapes"),
 }
 
 
@@ -82,7 +85,10 @@ def reference_models(assets: Path = ASSETS) -> dict[str, ModelInfo]:
         path = assets / name
         if (path / "model_index.json").is_file():
             cls, components = pipeline_parts(path)
-            found[name] = ModelInfo(name, "image", family_of(cls, components), "asset", str(path), cls, defaults,
+            from pipelines.modality import modality_of_class
+
+            modality = modality_of_class(cls) or "image"
+            found[name] = ModelInfo(name, modality, family_of(cls, components), "asset", str(path), cls, defaults,
                                     description)
     return found
 
@@ -201,7 +207,7 @@ class ModelRegistry:
                 return self.settings.default_model  # its error is reported where it is used
             if configured.modality == modality:
                 return configured.name
-        for name in ("shapes-sd", "tiny-sd"):
+        for name in ("shapes-sd", "tiny-sd", "shapes-video"):
             if name in self._builtins and self._builtins[name].modality == modality:
                 return name
         same = [info.name for info in self._builtins.values() if info.modality == modality]

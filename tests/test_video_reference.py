@@ -55,12 +55,35 @@ def test_a_few_training_steps_make_a_served_video_model(tiny_dit, tmp_path: Path
     from pipelines.registry import ModelRegistry
 
     tiny_dit.save_pretrained(tmp_path / "image")
-    losses = train_shapes_video(tmp_path / "video", tmp_path / "work", image_dir=tmp_path / "image", steps=3,
+    from pipelines.registry import reference_models
+
+    out = tmp_path / "assets" / "shapes-video"
+    losses = train_shapes_video(out, tmp_path / "work", image_dir=tmp_path / "image", steps=3,
                                 frames=4, batch=2, data=4)
     assert len(losses) == 3 and all(np.isfinite(losses))
+    assert reference_models(tmp_path / "assets")["shapes-video"].modality == "video"  # registered when shipped
     settings = Settings(home=tmp_path / "home")
     request, info = prepare_request(JobRequest.from_flat({"modality": "video", "prompt": "a ball moving",
-                                                          "model": str(tmp_path / "video")}),
+                                                          "model": str(out)}),
                                     ModelRegistry(settings), settings)
     assert info.pipeline_class == "LattePipeline" and info.family == "video-dit"
     assert request.params.num_frames == 4  # Latte's fixed length, read from the folder
+
+
+def test_video_scores_read_the_data_right_and_can_say_none() -> None:
+    from genaccel.bench.run import EVALUATOR
+    from genaccel.metrics.evaluator import Evaluator
+    from genaccel.metrics.video import parse_video_caption, score_clips
+
+    evaluator = Evaluator.load(EVALUATOR)
+    clips, specs = make_clips(16, 8, seed=11)
+    prompts = [s.caption() for s in specs]
+    assert parse_video_caption(prompts[0]) == {k: getattr(specs[0], k) for k in
+                                               ("size", "colour", "shape", "direction", "background")}
+    scores = score_clips(evaluator, list(clips), prompts)
+    assert scores["direction_accuracy"] == 1.0 and scores["scored"] == 16
+    assert scores["exact_match"] is not None and scores["exact_match"] >= 0.75
+    assert scores["temporal_consistency"] is not None and scores["temporal_consistency"] > 0.9
+    still = [np.repeat(c[:1], 8, axis=0) for c in clips[:4]]  # right picture, no motion: never exact
+    assert score_clips(evaluator, still, prompts[:4])["exact_match"] == 0.0
+    assert parse_video_caption("a red circle") is None
