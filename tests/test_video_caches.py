@@ -151,3 +151,28 @@ def test_motion_lora_on_animatediff_through_the_lora_technique(settings: Setting
         handle.remove()
     assert np.abs(with_lora - base).max() > 0
     np.testing.assert_array_equal(clip(pipe, request), base)
+    # AnimateLCM's recipe: the LoRA with the consistency sampler, accepted and undone together
+    few = {**flat, "techniques": [*flat["techniques"], {"name": "solver", "options": {"kind": "lcm"}}]}
+    request, _ = prepare_request(JobRequest.from_flat(few), ModelRegistry(settings), settings)
+    scheduler = pipe.scheduler
+    handle = apply_techniques(pipe, [parse_technique(t) for t in request.techniques])
+    try:
+        assert type(pipe.scheduler).__name__ == "LCMScheduler"
+        assert len(clip(pipe, request)) == 4
+    finally:
+        handle.remove()
+    assert pipe.scheduler is scheduler
+
+
+@pytest.mark.parametrize("model", ["tiny-wan", "tiny-ltx", "tiny-latte", "tiny-cogvideox", "tiny-animatediff"])
+def test_profiles_accelerate_every_video_family(settings: Settings, model: str) -> None:
+    from genaccel.profiles import PROFILES
+    from pipelines.prepare import technique_configs
+
+    info = builtin_models()[model]
+    for profile in ("balanced", "fast", "max", "turbo"):
+        flat = {"modality": "video", "prompt": "x", "model": model, "profile": profile}
+        request, _ = prepare_request(JobRequest.from_flat(flat), ModelRegistry(settings), settings)  # accepted
+        names = [c.name for c in technique_configs(request, info.family)]
+        assert names == (["deepcache"] if info.family == "video-unet" else ["taylorseer"]), (profile, names)
+    assert PROFILES["off"].recipe(info.family).techniques == ()
