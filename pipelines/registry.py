@@ -131,6 +131,8 @@ def tiny_video_models() -> dict[str, ModelInfo]:
         ("tiny-wan-i2v", "WanImageToVideoPipeline", Family.VIDEO_DIT, clip(9), tv.build_tiny_wan_i2v,
          "Wan 2.2-style image-to-video"),
         ("tiny-ltx", "LTXPipeline", Family.VIDEO_DIT, clip(9, 3.0), tv.build_tiny_ltx, "LTX-Video text-to-video"),
+        ("tiny-ltx-i2v", "LTXImageToVideoPipeline", Family.VIDEO_DIT, clip(9, 3.0), tv.build_tiny_ltx_i2v,
+         "LTX-Video image-to-video"),
         ("tiny-animatediff", "AnimateDiffPipeline", Family.VIDEO_UNET, clip(8, 7.5), tv.build_tiny_animatediff,
          "AnimateDiff (SD UNet + motion adapter)"),
         ("tiny-latte", "LattePipeline", Family.VIDEO_DIT, clip(tv.LATTE_FRAMES, 4.5), tv.build_tiny_latte,

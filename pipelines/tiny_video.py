@@ -208,3 +208,11 @@ def build_tiny_svd(seed: int = 0) -> Any:
         )).eval()
     return StableVideoDiffusionPipeline(vae=vae, image_encoder=encoder, unet=unet, scheduler=EulerDiscreteScheduler(),
                                         feature_extractor=CLIPImageProcessor(crop_size=224, size=224))
+
+
+def build_tiny_ltx_i2v(seed: int = 0) -> Any:
+    """LTX-Video image-to-video: the same components as ``build_tiny_ltx``; the image's latents
+    condition the first latent frame."""
+    from diffusers import LTXImageToVideoPipeline
+
+    return LTXImageToVideoPipeline(**build_tiny_ltx(seed).components)

@@ -28,8 +28,9 @@ from pipelines.registry import ModelRegistry, builtin_models
 from pipelines.runner import save_output
 from pipelines.video import VideoAdapter, frames_preview, windows
 
-VIDEO_MODELS = ["tiny-wan", "tiny-wan-i2v", "tiny-ltx", "tiny-animatediff", "tiny-latte", "tiny-cogvideox", "tiny-svd"]
-NEEDS_IMAGE = {"tiny-wan-i2v", "tiny-svd"}
+VIDEO_MODELS = ["tiny-wan", "tiny-wan-i2v", "tiny-ltx", "tiny-ltx-i2v", "tiny-animatediff", "tiny-latte",
+                "tiny-cogvideox", "tiny-svd"]
+NEEDS_IMAGE = {"tiny-wan-i2v", "tiny-ltx-i2v", "tiny-svd"}
 SHORT = {"tiny-svd": {"frames": 2}, "tiny-animatediff": {"frames": 4}}  # the slow ones: fewer frames
 
 
