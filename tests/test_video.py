@@ -324,3 +324,19 @@ def test_vae_tiling_on_video_vaes(settings: Settings, name: str) -> None:
     finally:
         handle.remove()
     assert not pipe.vae.use_tiling
+
+
+def test_an_init_image_gone_before_the_run_fails_cleanly(settings: Settings, tmp_path: Path) -> None:
+    from pipelines.engine import LocalEngine
+
+    image = tmp_path / "frame.png"
+    Image.new("RGB", (64, 64), (0, 200, 0)).save(image)
+    out = tmp_path / "out"
+    with LocalEngine(settings) as engine:
+        request = engine.prepare(JobRequest.from_flat({"modality": "video", "prompt": "x", "model": "tiny-wan-i2v",
+                                                       "steps": 1, "frames": 5, "init": str(image)}))
+        image.write_bytes(b"not an image any more")  # changed after it was checked, before the job ran
+        (job,) = engine.wait([engine.submit(request, output_dir=out, prepared=True).id])
+    assert job.state == "failed" and job.error is not None
+    assert "init_image=" in job.error.message and "is not a readable image" in job.error.message
+    assert not out.exists() or not any(out.iterdir())  # nothing half-written
