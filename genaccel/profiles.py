@@ -75,6 +75,14 @@ PROFILES: dict[str, Profile] = {
                     Recipe((_t("solver"), _t("taylorseer", interval=2, warmup=3)), steps=8), Recipe(steps=2)),
     ),
 }
+# Video (issue 16): caches only, at the model's own sampler and step count (the solver technique
+# does not fit the flow-matching video DiTs). TaylorSeer runs on every served video DiT (Wan, LTX,
+# Latte, CogVideoX); DeepCache on AnimateDiff and Stable Video Diffusion UNets.
+for _name, _every in (("balanced", 2), ("fast", 3), ("max", 4)):
+    PROFILES[_name].recipes.update({
+        Family.VIDEO_DIT: Recipe((_t("taylorseer", interval=_every, warmup=3),)),
+        Family.VIDEO_UNET: Recipe((_t("deepcache", interval=_every),)),
+    })
 PROFILES["turbo"] = Profile(
     "turbo", "the model's distilled few-step student where it has one (e.g. shapes-sd -> shapes-sd-lcm, 4 steps, "
     "one pass per step), with its own sampler and step count; otherwise the max recipe (training-free)",

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     the same job run alone; ``None``: on when ``max_batch`` > 1. Checked on CPU float32."""
     model_cache_gb: float | None = None
     """Memory budget of a worker's model cache (least recently used models are evicted above it)."""
+    job_memory_gb: float | None = None
+    """Activation memory one job may use: video clips whose estimate is above it are refused before
+    queueing (``None``: the GPU's memory, else 60% of RAM)."""
     job_timeout_s: float = 3600.0
     """Longest a job may run; Celery's visibility timeout is set above it."""
     heartbeat_s: float = 30.0

@@ -45,7 +45,7 @@ PARAM_FIELDS = (
 MODALITY_ONLY: dict[str, tuple[str, ...]] = {
     "num_frames": ("video",),
     "fps": ("video",),
-    "duration_s": ("speech", "music"),
+    "duration_s": ("speech", "music", "video"),
     "init_image": ("image", "video"),
     "strength": ("image", "video"),
     "voice": ("speech",),

@@ -147,6 +147,7 @@ def _builtins() -> None:
     """Import the built-in adapters (each registers itself)."""
     import pipelines.image
     import pipelines.speech  # noqa: F401
+    import pipelines.video  # noqa: F401
 
 
 def modality_of_class(pipeline_class: str) -> str | None:

@@ -72,6 +72,9 @@ REFERENCE_MODELS: dict[str, tuple[ModelDefaults, str]] = {
                   "reference Stable-Diffusion-architecture model trained on procedural shapes"),
     "shapes-dit": (ModelDefaults(steps=50, guidance_scale=4.5, width=64, height=64),
                    "reference PixArt-architecture model trained on procedural shapes"),
+    "shapes-video": (ModelDefaults(steps=50, guidance_scale=4.5, width=64, height=64, num_frames=8, fps=8.0,
+                                   output_format="mp4"),
+                     "reference Latte video model (from shapes-dit) trained on moving procedural shapes"),
 }
 
 
@@ -82,7 +85,10 @@ def reference_models(assets: Path = ASSETS) -> dict[str, ModelInfo]:
         path = assets / name
         if (path / "model_index.json").is_file():
             cls, components = pipeline_parts(path)
-            found[name] = ModelInfo(name, "image", family_of(cls, components), "asset", str(path), cls, defaults,
+            from pipelines.modality import modality_of_class
+
+            modality = modality_of_class(cls) or "image"
+            found[name] = ModelInfo(name, modality, family_of(cls, components), "asset", str(path), cls, defaults,
                                     description)
     return found
 
@@ -108,6 +114,7 @@ def builtin_models() -> dict[str, ModelInfo]:
             ModelDefaults(steps=1, guidance_scale=0.0, width=64, height=64),
             "blank images at once: measures the service's own overhead (load tests)", noop.NoopPipeline,
         ),
+        **tiny_video_models(),
     }
 
 
@@ -150,6 +157,37 @@ def speech_models(assets: Path = ASSETS) -> dict[str, ModelInfo]:
             partial(speech_ref.SpeechRefModel.load, folder))
     return found
 
+def tiny_video_models() -> dict[str, ModelInfo]:
+    """The tiny offline video pipelines (``pipelines/tiny_video.py``): 64 px, a few frames."""
+    from pipelines import tiny_video as tv
+    from pipelines.two_stage import build_tiny_text_image_to_video
+
+    def clip(frames: int, guidance: float = 5.0) -> ModelDefaults:
+        return ModelDefaults(steps=10, guidance_scale=guidance, width=64, height=64, num_frames=frames, fps=8.0,
+                             output_format="mp4")
+
+    rows = [  # name, pipeline class, family, defaults, builder, what it is
+        ("tiny-wan", "WanPipeline", Family.VIDEO_DIT, clip(9), tv.build_tiny_wan, "Wan 2.x text-to-video"),
+        ("tiny-wan-i2v", "WanImageToVideoPipeline", Family.VIDEO_DIT, clip(9), tv.build_tiny_wan_i2v,
+         "Wan 2.2-style image-to-video"),
+        ("tiny-ltx", "LTXPipeline", Family.VIDEO_DIT, clip(9, 3.0), tv.build_tiny_ltx, "LTX-Video text-to-video"),
+        ("tiny-ltx-i2v", "LTXImageToVideoPipeline", Family.VIDEO_DIT, clip(9, 3.0), tv.build_tiny_ltx_i2v,
+         "LTX-Video image-to-video"),
+        ("tiny-animatediff", "AnimateDiffPipeline", Family.VIDEO_UNET, clip(8, 7.5), tv.build_tiny_animatediff,
+         "AnimateDiff (SD UNet + motion adapter)"),
+        ("tiny-latte", "LattePipeline", Family.VIDEO_DIT, clip(tv.LATTE_FRAMES, 4.5), tv.build_tiny_latte,
+         "Latte text-to-video"),
+        ("tiny-cogvideox", "CogVideoXPipeline", Family.VIDEO_DIT, clip(9, 6.0), tv.build_tiny_cogvideox,
+         "CogVideoX text-to-video"),
+        ("tiny-svd", "StableVideoDiffusionPipeline", Family.VIDEO_UNET, clip(6, 3.0), tv.build_tiny_svd,
+         "Stable Video Diffusion image-to-video (no prompt)"),
+        ("tiny-t2i2v", "TextImageToVideoPipeline", Family.OTHER, clip(9), build_tiny_text_image_to_video,
+         "text-to-image (tiny-dit) then image-to-video (tiny-wan-i2v)"),
+    ]
+    return {name: ModelInfo(name, "video", family, "builtin", name, cls, defaults,
+                            f"tiny random-weight {what} pipeline (tests, smoke runs)", builder)
+            for name, cls, family, defaults, builder, what in rows}
+
 
 def text_to_image_classes() -> set[str]:
     from diffusers.pipelines.auto_pipeline import AUTO_TEXT2IMAGE_PIPELINES_MAPPING
@@ -158,6 +196,10 @@ def text_to_image_classes() -> set[str]:
 
 
 def family_of(pipeline_class: str, components: dict[str, Any]) -> Family:
+    if "motion_adapter" in components or pipeline_class == "StableVideoDiffusionPipeline":
+        return Family.VIDEO_UNET
+    if "transformer" in components and any(k in pipeline_class for k in ("Wan", "LTX", "Latte", "CogVideo")):
+        return Family.VIDEO_DIT
     if "unet" in components:
         return Family.SDXL_UNET if "XL" in pipeline_class else Family.SD_UNET
     if "transformer" in components:
@@ -207,7 +249,7 @@ class ModelRegistry:
                 return self.settings.default_model  # its error is reported where it is used
             if configured.modality == modality:
                 return configured.name
-        for name in ("shapes-sd", "tiny-sd"):
+        for name in ("shapes-sd", "tiny-sd", "shapes-video"):
             if name in self._builtins and self._builtins[name].modality == modality:
                 return name
         same = [info.name for info in self._builtins.values() if info.modality == modality]

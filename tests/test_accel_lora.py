@@ -100,6 +100,7 @@ def test_lora_refusals(loras: Path, settings: Settings) -> None:
             TechniqueSpec(name="lora", options={"adapter": "missing"}),)), registry, settings)
     with pytest.raises(InvalidRequest, match="must be a name"):
         parse_technique(TechniqueSpec(name="lora", options={"adapter": "../../etc/passwd"}))
-    with pytest.raises(InvalidRequest, match=r"made for sd-unet, sdxl-unet, not the image-dit denoiser family"):
+    with pytest.raises(InvalidRequest, match=r"made for sd-unet, sdxl-unet, video-unet, not the image-dit "
+                       "denoiser family"):
         prepare_request(JobRequest(prompt="a cat", model="tiny-dit", techniques=(
             TechniqueSpec(name="lora", options={"adapter": "style-a"}),)), registry, settings)

@@ -87,8 +87,8 @@ def test_img2img_refused_for_models_without_it(settings: Settings, tmp_path: Pat
 
 
 def test_modality_and_profile_errors(settings: Settings) -> None:
-    with pytest.raises(InvalidRequest, match=r"modality='video' is invalid: no video pipeline is available"):
-        resolved(settings, modality="video")
+    with pytest.raises(InvalidRequest, match=r"model='tiny-sd' is invalid: serves image, not video"):
+        resolved(settings, modality="video", model="tiny-sd")
     with pytest.raises(InvalidRequest, match=r"model='tiny-sd' is invalid: serves image, not music"):
         resolved(settings, modality="music", model="tiny-sd")
     with pytest.raises(InvalidRequest, match=r"profile='warp' is invalid: no such profile; fix: use one of: off"):

@@ -159,6 +159,7 @@ def test_ui_builds_with_and_without_api_keys(settings: Settings, keys: bool) -> 
     by_id = {b.elem_id: b for b in blocks.blocks.values() if getattr(b, "elem_id", None)}
     assert by_id["api-key-row"].visible is keys  # type: ignore[attr-defined]
     assert {"image-prompt", "image-generate", "image-stop", "history-table", "compare-go"} <= by_id.keys()
+    assert {"video-prompt", "video-frames", "video-fps"} <= by_id.keys()  # the video tab serves the tiny models
     from pipelines.modality import served_modalities
 
     for modality in sorted({"video", "speech", "music"} - set(served_modalities())):

@@ -14,6 +14,7 @@ from genaccel.accel import shallow as shallow
 from genaccel.accel import solver as solver
 from genaccel.accel import todo as todo
 from genaccel.accel import tome as tome
+from genaccel.accel import video_caches as video_caches
 from genaccel.accel.base import Handle, TechniqueSet, apply_techniques, parse_technique, technique_names
 from genaccel.accel.hooks import applied
 from genaccel.accel.rules import RequestContext, check_family, check_techniques, technique_warnings

@@ -164,6 +164,8 @@ class FasterCache:
         uncond_skip: compute the unconditional branch every ``uncond_skip`` calls inside its window.
         uncond_window_high: timesteps below this may approximate the unconditional branch.
         attention_weight: weight of the fresh attention output when blending with the cached one.
+        attention_only: reuse attention only, never approximate the unconditional branch (the mode
+            that works where cond and uncond are separate calls, Wan, or tokens are packed, LTX).
     """
 
     skip: int = 2
@@ -171,6 +173,7 @@ class FasterCache:
     uncond_skip: int = 5
     uncond_window_high: int = 641
     attention_weight: float = 0.3
+    attention_only: bool = False
     name: ClassVar[str] = "fastercache"
     families: ClassVar[tuple[Family, ...]] = DIT_FAMILIES
     alternatives: ClassVar[dict[Family, str]] = UNET_ALTERNATIVE
@@ -336,19 +339,29 @@ def apply_taylorseer(pipe: Any, config: TaylorSeer) -> _DiTCacheHandle:
     return _install(pipe, config, apply, (_TAYLORSEER_CACHE_HOOK,), per_sample=False)
 
 
+OUTSIDE = 10**6
+"""A timestep outside every window."""
+
+
 @technique(FasterCache)
 def apply_fastercache(pipe: Any, config: FasterCache) -> _DiTCacheHandle:
     """Requests without classifier-free guidance are refused before this runs (``check_fastercache``):
     its hooks assume batches of unconditional and conditional halves."""
 
     def apply(transformer: torch.nn.Module, context: _ContextHook) -> None:
+        def timestep() -> int:
+            # attention-only mode would reuse attention at the first call, before anything is cached
+            # (diffusers 0.42.1 skips whenever the timestep is in the window): the first call is outside
+            return OUTSIDE if config.attention_only and context.calls <= 1 else int(context.timestep)
+
         apply_faster_cache(transformer, FasterCacheConfig(
             spatial_attention_block_skip_range=config.skip,
             spatial_attention_timestep_skip_range=(-1, config.window_high),
             unconditional_batch_skip_range=config.uncond_skip,
             unconditional_batch_timestep_skip_range=(-1, config.uncond_window_high),
             attention_weight_callback=lambda _: config.attention_weight,
-            tensor_format="BCHW", current_timestep_callback=lambda: int(context.timestep),
+            tensor_format="BCHW", current_timestep_callback=timestep,
+            is_guidance_distilled=config.attention_only,
         ))
 
     return _install(pipe, config, apply, (_FASTER_CACHE_DENOISER_HOOK, _FASTER_CACHE_BLOCK_HOOK), per_sample=False)
@@ -381,10 +394,11 @@ def apply_magcache(pipe: Any, config: MagCache) -> _DiTCacheHandle:
 
 @checks(FasterCache)
 def check_fastercache(config: FasterCache, context: RequestContext) -> None:
-    if context.guidance_scale <= 1:
+    if context.guidance_scale <= 1 and not config.attention_only:
         raise InvalidRequest("techniques", "fastercache", f"needs classifier-free guidance and guidance_scale="
                              f"{context.guidance_scale:g} runs none",
-                             "use fbcache or taylorseer, or pass --guidance above 1")
+                             "use fbcache or taylorseer, pass --guidance above 1, or fastercache with "
+                             "attention_only=true")
 
 
 @checks(MagCache)

@@ -45,7 +45,7 @@ class LoRAConfig:
     scale: float = 1.0
     fuse: bool = False
     name: ClassVar[str] = "lora"
-    families: ClassVar[tuple[Family, ...]] = (*UNETS, Family.IMAGE_DIT)
+    families: ClassVar[tuple[Family, ...]] = (*UNETS, Family.VIDEO_UNET, Family.IMAGE_DIT)
     alternatives: ClassVar[dict[Family, str]] = {}
 
     def __post_init__(self) -> None:
@@ -87,7 +87,7 @@ def lora_families(path: Path) -> tuple[Family, ...]:
     with safe_open(str(path), framework="pt") as f:
         keys = list(f.keys())
     if any(k.startswith(("unet.", "lora_unet_")) for k in keys):
-        return UNETS
+        return (*UNETS, Family.VIDEO_UNET)  # AnimateDiff's UNet is the image UNet plus motion modules
     if any(k.startswith(("transformer.", "lora_transformer_")) for k in keys):
         return (Family.IMAGE_DIT,)
     return ()

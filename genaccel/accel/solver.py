@@ -51,7 +51,7 @@ class SolverConfig:
     spacing: str | None = None
     shift: float | None = None
     name: ClassVar[str] = "solver"
-    families: ClassVar[tuple[Family, ...]] = (*UNETS, Family.IMAGE_DIT)
+    families: ClassVar[tuple[Family, ...]] = (*UNETS, Family.VIDEO_UNET, Family.IMAGE_DIT)
     alternatives: ClassVar[dict[Family, str]] = {}
 
     def __post_init__(self) -> None:

@@ -1,0 +1,95 @@
+"""The reference video model (``assets/shapes-video``) side by side: exact match, direction
+accuracy and temporal consistency (``genaccel.metrics.video``) with each cache, against the
+uncached run at the same seeds, with the denoiser time of each variant.
+
+    python bench/video_reference.py --count 100 --json bench/results/video-reference.json
+    python bench/video_reference.py --model runs/shapes-video-smoke/model --count 8   # any Latte folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffusers import LattePipeline
+
+from genaccel.accel import apply_techniques, parse_technique
+from genaccel.bench.run import EVALUATOR
+from genaccel.metrics.evaluator import Evaluator
+from genaccel.metrics.video import score_clips
+from genaccel.refdata.moving_shapes import sample_motion_specs
+from genaccel.spec import TechniqueSpec
+
+VARIANTS: dict[str, list[dict[str, Any]]] = {
+    "none": [],
+    "pab": [{"name": "pab", "options": {"skip": 2}}],
+    "taylorseer": [{"name": "taylorseer", "options": {"interval": 2, "warmup": 3}}],
+    "taylorseer-3": [{"name": "taylorseer", "options": {"interval": 3, "warmup": 3}}],
+    "fastercache": [{"name": "fastercache", "options": {}}],
+}
+
+
+def render(pipe: Any, prompts: list[str], steps: int, guidance: float, seed: int) -> tuple[list[np.ndarray], float]:
+    spent, began = [0.0], []
+    pre = pipe.transformer.register_forward_pre_hook(lambda m, a: began.append(time.perf_counter()))
+    post = pipe.transformer.register_forward_hook(
+        lambda m, a, o: spent.__setitem__(0, spent[0] + time.perf_counter() - began.pop()))
+    clips = []
+    try:
+        for i, prompt in enumerate(prompts):
+            frames = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=64, width=64,
+                          video_length=pipe.transformer.config.video_length, output_type="pil", clean_caption=False,
+                          generator=torch.Generator().manual_seed(seed + i)).frames[0]
+            clips.append(np.stack([np.asarray(f.convert("RGB")) for f in frames]))
+    finally:
+        pre.remove()
+        post.remove()
+    return clips, spent[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("assets/shapes-video"))
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, default=4.5)
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    pipe = LattePipeline.from_pretrained(args.model, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    evaluator = Evaluator.load(EVALUATOR)
+    prompts = [s.caption() for s in sample_motion_specs(args.count, args.seed)]
+    rows = []
+    for name in args.variants.split(","):
+        handle = apply_techniques(pipe, [parse_technique(TechniqueSpec(**t)) for t in VARIANTS[name]])
+        try:
+            handle.reset()
+            clips, seconds = render(pipe, prompts, args.steps, args.guidance, args.seed)
+        finally:
+            handle.remove()
+        rows.append({"variant": name, "denoiser_s": seconds, **score_clips(evaluator, clips, prompts)})
+    base = rows[0]["denoiser_s"]
+    print(f"{args.model}, {args.count} prompts, {args.steps} steps, guidance {args.guidance}")
+    print("| variant | denoiser speed-up | exact match | direction | consistency |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['variant']} | {base / r['denoiser_s']:.2f}x | {r['exact_match']:.2f} | "
+              f"{r['direction_accuracy']:.2f} | {r['temporal_consistency']:.2f} |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"args": {**vars(args), "model": str(args.model), "json": str(args.json)},
+                                         "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

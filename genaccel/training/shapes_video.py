@@ -1,0 +1,192 @@
+"""``shapes-video``: the reference video model, a Latte transformer initialised from the image
+DiT ``shapes-dit`` and trained on moving-shape clips (``genaccel.refdata.moving_shapes``).
+
+Why Latte from the image DiT: Latte's spatial blocks, patch embedding, caption projection, timestep
+embedding and output layer have PixArt's shapes, so every ``shapes-dit`` weight loads and the model
+draws the right shape per frame from step 0; only the temporal blocks are new. They start as the
+identity (their attention and feed-forward outputs zeroed), and are trained first with the three
+caption words the image model never saw (``moving``, ``from``, ``to``: new tokenizer pieces and
+embedding rows appended, every old id kept); ``--all-from STEP`` then trains every weight.
+
+Latents come from the image VAE frame by frame (it encodes 256 frames in under a second here)
+instead of training a video VAE. LattePipeline splits the prediction along channels (noise,
+variance), so the model has ``out_channels = 2 * 4`` with the image model's output copied into the
+noise half and the variance half zeroed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, LattePipeline, LatteTransformer3DModel
+from transformers import T5EncoderModel, T5Tokenizer
+
+from genaccel.refdata.moving_shapes import MOTION_WORDS, make_clips
+from genaccel.training.common import load_checkpoint, plot_loss, save_checkpoint
+
+log = logging.getLogger(__name__)
+MAX_TOKENS = 32
+
+
+def extend_tokenizer(tokenizer: T5Tokenizer, words: tuple[str, ...] = MOTION_WORDS) -> T5Tokenizer:
+    """The image model's tokenizer with ``words`` appended as whole-word pieces (old ids unchanged)."""
+    vocab = tokenizer.get_vocab()
+    pieces = [(piece, -1.0 if piece.startswith("▁") and len(piece) > 1 else -10.0)
+              for piece, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    scores = {"<pad>": 0.0, "</s>": 0.0, "<unk>": 0.0, "▁": -8.0}
+    pieces = [(p, scores.get(p, s)) for p, s in pieces]
+    pieces += [("▁" + w, -1.0) for w in words if "▁" + w not in vocab]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=MAX_TOKENS)
+
+
+def latte_from_image_dit(image_dit: Any, frames: int) -> LatteTransformer3DModel:
+    """A Latte transformer with the image DiT's weights in every spatial part and identity
+    temporal blocks."""
+    c: Any = image_dit.config
+    latte = LatteTransformer3DModel(
+        num_attention_heads=c.num_attention_heads, attention_head_dim=c.attention_head_dim, in_channels=c.in_channels,
+        out_channels=2 * c.in_channels, num_layers=c.num_layers, cross_attention_dim=c.cross_attention_dim,
+        attention_bias=c.attention_bias, sample_size=c.sample_size, patch_size=c.patch_size,
+        activation_fn=c.activation_fn, num_embeds_ada_norm=c.num_embeds_ada_norm, norm_type=c.norm_type,
+        norm_elementwise_affine=c.norm_elementwise_affine, norm_eps=c.norm_eps, caption_channels=c.caption_channels,
+        video_length=frames,
+    )
+    state = image_dit.state_dict()
+    out_w, out_b = state.pop("proj_out.weight"), state.pop("proj_out.bias")
+    missing, unexpected = latte.load_state_dict(state, strict=False)
+    assert not unexpected, f"image DiT weights Latte has no place for: {unexpected[:5]}"
+    assert all(k.startswith(("temporal_transformer_blocks.", "proj_out.")) for k in missing), missing[:5]
+    with torch.no_grad():
+        p, ch = int(c.patch_size), int(c.in_channels)
+        given = out_w.shape[0] // (p * p)  # the image DiT's output channels: noise only, or noise + variance
+        w = latte.proj_out.weight.view(p * p, 2 * ch, -1)  # rows ordered (patch pixel, channel)
+        b = latte.proj_out.bias.view(p * p, 2 * ch)
+        w.zero_()
+        b.zero_()
+        w[:, :given] = out_w.view(p * p, given, -1)
+        b[:, :given] = out_b.view(p * p, given)
+        for block in latte.temporal_transformer_blocks:
+            for linear in (block.attn1.to_out[0], block.ff.net[-1]):
+                linear.weight.zero_()
+                linear.bias.zero_()
+    return latte
+
+
+@torch.no_grad()
+def encode_clips(vae: AutoencoderKL, clips: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """uint8 clips (n, F, H, W, 3) -> scaled latents (n, C, F, h, w), frame by frame through the image VAE."""
+    n, frames = clips.shape[:2]
+    flat = torch.from_numpy(clips.reshape(n * frames, *clips.shape[2:])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    out = torch.cat([vae.encode(flat[i:i + batch]).latent_dist.mean for i in range(0, len(flat), batch)])
+    out = out * float(vae.config.scaling_factor)
+    return out.view(n, frames, *out.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()
+
+
+def load_image_model(image_dir: Path) -> dict[str, Any]:
+    from diffusers import PixArtTransformer2DModel
+
+    kw: dict[str, Any] = {"torch_dtype": torch.float32, "use_safetensors": True}
+    return {
+        "vae": AutoencoderKL.from_pretrained(image_dir / "vae", **kw).eval(),
+        "transformer": PixArtTransformer2DModel.from_pretrained(image_dir / "transformer", **kw),
+        "text_encoder": T5EncoderModel.from_pretrained(image_dir / "text_encoder", torch_dtype=torch.float32),
+        "tokenizer": T5Tokenizer.from_pretrained(image_dir / "tokenizer"),
+    }
+
+
+def train_shapes_video(
+    out: Path, work: Path, *, image_dir: Path, steps: int, frames: int = 8, batch: int = 8, data: int = 2000,
+    seed: int = 0, lr: float = 2e-4, all_from: int | None = None, max_seconds: float | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> list[float]:
+    """Train and save ``shapes-video`` (a LattePipeline folder, fp16); returns the losses.
+
+    Resumable from ``work/video.pt``. ``all_from``: the step from which every weight trains
+    (before it: the temporal blocks and the new word embeddings only). ``max_seconds`` stops early
+    (a smoke run) and still saves.
+    """
+    torch.manual_seed(seed)
+    parts = load_image_model(image_dir)
+    vae, text_encoder = parts["vae"], parts["text_encoder"]
+    tokenizer = extend_tokenizer(parts["tokenizer"])
+    old_vocab = text_encoder.get_input_embeddings().weight.shape[0]
+    text_encoder.resize_token_embeddings(len(tokenizer))
+    latte = latte_from_image_dit(parts["transformer"], frames)
+    cache = work / f"clips-{data}-{frames}-{seed}.pt"
+    work.mkdir(parents=True, exist_ok=True)
+    if cache.is_file():
+        saved = torch.load(cache)
+        latents, captions = saved["latents"], saved["captions"]
+    else:
+        clips, specs = make_clips(data, frames, seed)
+        latents, captions = encode_clips(vae, clips), [s.caption() for s in specs]
+        torch.save({"latents": latents, "captions": captions}, cache)
+    tokens = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                       return_tensors="pt").input_ids
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000)
+    temporal = [p for b in latte.temporal_transformer_blocks for p in b.parameters()]
+    embeddings = text_encoder.get_input_embeddings().weight
+    groups: list[dict[str, Any]] = [{"params": temporal}, {"params": [embeddings], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=lr)
+    start, losses = 0, []
+    state = load_checkpoint(work / "video.pt")
+    if state is not None:
+        latte.load_state_dict(state["latte"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        start, losses = state["step"], state["losses"]
+    rng = torch.Generator().manual_seed(seed + start)
+    began = time.time()
+    step = start
+    for step in range(start, steps):
+        training_all = all_from is not None and step >= all_from
+        if training_all and len(opt.param_groups) == 2:
+            opt.add_param_group({"params": [p for n, p in latte.named_parameters()
+                                            if not n.startswith("temporal_transformer_blocks.")], "lr": lr / 4})
+        idx = torch.randint(0, len(latents), (batch,), generator=rng)
+        x0, tok = latents[idx], tokens[idx]
+        noise = torch.randn(x0.shape, generator=rng)
+        t = torch.randint(0, 1000, (batch,), generator=rng)
+        noisy = scheduler.add_noise(x0, noise, t)
+        mask = (tok != 0).long()
+        cond = text_encoder(tok, attention_mask=mask)[0]
+        pred = latte(noisy, timestep=t, encoder_hidden_states=cond).sample[:, : x0.shape[1]]
+        loss = torch.nn.functional.mse_loss(pred, noise)
+        opt.zero_grad()
+        loss.backward()
+        if not training_all:  # old word embeddings stay the image model's
+            embeddings.grad[:old_vocab] = 0  # type: ignore[index]
+        torch.nn.utils.clip_grad_norm_(latte.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step + 1, steps, losses[-1])
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            save_checkpoint(work / "video.pt", {"latte": latte.state_dict(), "text_encoder": text_encoder.state_dict(),
+                                                "step": step + 1, "losses": losses})
+        if max_seconds is not None and time.time() - began > max_seconds:
+            save_checkpoint(work / "video.pt", {"latte": latte.state_dict(), "text_encoder": text_encoder.state_dict(),
+                                                "step": step + 1, "losses": losses})
+            break
+    pipe = LattePipeline(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae, transformer=latte.eval(),
+                         scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                                 clip_sample=False, set_alpha_to_one=False, steps_offset=1))
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
+    plot_loss(losses, out / "loss_curve.png", "shapes-video Latte (temporal blocks first)")
+    return losses
+
+
+def smoothed(losses: list[float], window: int = 20) -> tuple[float, float]:
+    """Mean loss of the first and the last ``window`` steps."""
+    if not losses:
+        return math.nan, math.nan
+    w = max(1, min(window, len(losses) // 2))
+    return float(np.mean(losses[:w])), float(np.mean(losses[-w:]))

@@ -1,0 +1,89 @@
+"""The reference video model's data and training script: moving-shape clips whose direction the
+centroid check reads back, a Latte initialised from an image DiT that equals it frame by frame,
+and a few training steps end to end into a pipeline folder the video adapter serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genaccel.refdata.moving_shapes import DIRECTIONS, MotionSpec, direction_of, make_clips, render_clip
+from genaccel.training.shapes_video import extend_tokenizer, latte_from_image_dit, train_shapes_video
+
+
+def test_clips_move_the_way_their_captions_say() -> None:
+    clips, specs = make_clips(12, 8, seed=3)
+    assert clips.shape == (12, 8, 64, 64, 3) and clips.dtype == np.uint8
+    assert [direction_of(c) for c in clips] == [s.direction for s in specs]
+    spec = MotionSpec("star", "yellow", "large", "white", "right to left")
+    assert spec.caption() == "a large yellow star moving from right to left on a white background"
+    for direction in DIRECTIONS:
+        clip = render_clip(MotionSpec("circle", "red", "small", "grey", direction), 9, np.random.default_rng(0))
+        assert direction_of(clip) == direction
+    still = np.repeat(clips[0][:1], 8, axis=0)
+    assert direction_of(still) is None  # an evaluator can say "none"
+
+
+def test_latte_from_the_image_dit_equals_it_frame_by_frame(tiny_dit) -> None:  # type: ignore[no-untyped-def]
+    image = tiny_dit.transformer
+    latte = latte_from_image_dit(image, frames=4)
+    latte.temp_pos_embed.zero_()  # the one fixed part Latte adds; training absorbs it
+    x, cond, t = torch.randn(1, 4, 4, 8, 8), torch.randn(1, 5, 32), torch.tensor([500])
+    with torch.no_grad():
+        video = latte(x, timestep=t, encoder_hidden_states=cond).sample
+        frames = image(x[0].permute(1, 0, 2, 3), encoder_hidden_states=cond.repeat(4, 1, 1), timestep=t.repeat(4),
+                       added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
+    torch.testing.assert_close(video[0, :8].permute(1, 0, 2, 3), frames, atol=1e-4, rtol=1e-4)
+
+
+def test_extended_tokenizer_keeps_every_old_id(tiny_dit) -> None:  # type: ignore[no-untyped-def]
+    old = tiny_dit.tokenizer
+    new = extend_tokenizer(old)
+    assert len(new) == len(old) + 3
+    assert new("a red circle").input_ids == old("a red circle").input_ids
+    assert len(new("moving from to").input_ids) == 4  # three whole words and </s>
+
+
+@pytest.mark.training
+def test_a_few_training_steps_make_a_served_video_model(tiny_dit, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from genaccel.settings import Settings
+    from genaccel.spec import JobRequest
+    from pipelines.prepare import prepare_request
+    from pipelines.registry import ModelRegistry
+
+    tiny_dit.save_pretrained(tmp_path / "image")
+    from pipelines.registry import reference_models
+
+    out = tmp_path / "assets" / "shapes-video"
+    losses = train_shapes_video(out, tmp_path / "work", image_dir=tmp_path / "image", steps=3,
+                                frames=4, batch=2, data=4)
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    assert reference_models(tmp_path / "assets")["shapes-video"].modality == "video"  # registered when shipped
+    settings = Settings(home=tmp_path / "home")
+    request, info = prepare_request(JobRequest.from_flat({"modality": "video", "prompt": "a ball moving",
+                                                          "model": str(out)}),
+                                    ModelRegistry(settings), settings)
+    assert info.pipeline_class == "LattePipeline" and info.family == "video-dit"
+    assert request.params.num_frames == 4  # Latte's fixed length, read from the folder
+
+
+def test_video_scores_read_the_data_right_and_can_say_none() -> None:
+    from genaccel.bench.run import EVALUATOR
+    from genaccel.metrics.evaluator import Evaluator
+    from genaccel.metrics.video import parse_video_caption, score_clips
+
+    evaluator = Evaluator.load(EVALUATOR)
+    clips, specs = make_clips(16, 8, seed=11)
+    prompts = [s.caption() for s in specs]
+    assert parse_video_caption(prompts[0]) == {k: getattr(specs[0], k) for k in
+                                               ("size", "colour", "shape", "direction", "background")}
+    scores = score_clips(evaluator, list(clips), prompts)
+    assert scores["direction_accuracy"] == 1.0 and scores["scored"] == 16
+    assert scores["exact_match"] is not None and scores["exact_match"] >= 0.75
+    assert scores["temporal_consistency"] is not None and scores["temporal_consistency"] > 0.9
+    still = [np.repeat(c[:1], 8, axis=0) for c in clips[:4]]  # right picture, no motion: never exact
+    assert score_clips(evaluator, still, prompts[:4])["exact_match"] == 0.0
+    assert parse_video_caption("a red circle") is None
