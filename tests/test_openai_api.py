@@ -1,6 +1,7 @@
 """The OpenAI-compatible routes in process (FastAPI's client, the embedded shape): parameters
 honoured, ignored (the warnings header) or refused, errors in OpenAI's shape, keys and per-key
-isolation, idempotency, the bounded synchronous wait that cancels its job, streamed speech, video.
+isolation, idempotency, the bounded synchronous wait that cancels its job, speech on the real
+speech models (whole and streamed, one job), image-to-image refusals, video.
 The official ``openai`` client is tested in test_openai_client.py."""
 
 from __future__ import annotations
