@@ -4,10 +4,10 @@ served by uvicorn on a local port:
 
 * a ``noop`` image through the official ``openai`` client (``images.generate``, synchronous) and
   through the native API (``POST /v1/jobs``, poll ``GET /v1/jobs/{id}``, download), p50 / p95;
-* speech of a five-sentence text (19 words) with the test speech model (``tests/plugins/speech.py``,
-  10 steps of 10 ms per word: synthesis time grows with the text, ~0.4 s a sentence, as a real
-  model's does): time to the first audio byte streamed (``stream_format: "audio"``, one job per
-  sentence) and not streamed (one job), and the time to the whole answer.
+* speech of five sentences of the speech corpus (20 words) with a real speech model (default
+  ``tiny-speech-ref``, the flow-matching mel DiT, ``--speech-steps`` steps a sentence): time to
+  the first audio byte streamed (``stream_format: "audio"``: one job that records each sentence
+  as it is made) and not streamed, and the time to the whole answer.
 
     python bench/openai_surface.py --calls 30 --json bench/results/openai-surface.json
 """
@@ -36,7 +36,7 @@ from genaccel.serve import build_backend  # noqa: E402
 from genaccel.settings import Settings  # noqa: E402
 from tests.test_openai_client import ThreadServer  # noqa: E402
 
-TEXT = "The first sentence is here. A second one follows. Then a third. A fourth comes next. And the last."
+TEXT = "red cat jumps seven. blue dog sits two. green fish eats one. red cat jumps seven. blue dog sits two."
 
 
 def pct(values: list[float], q: float) -> float:
@@ -52,9 +52,10 @@ def native_image(http: httpx.Client) -> None:
     http.get(job["artifacts"][0]["url"]).raise_for_status()
 
 
-def speech(http: httpx.Client, stream: bool) -> tuple[float, float]:
-    body: dict[str, Any] = {"model": "speech-test", "input": TEXT, "response_format": "pcm", "steps": 10,
-                            "cache": False}
+def speech(http: httpx.Client, stream: bool, model: str, steps: int | None) -> tuple[float, float]:
+    body: dict[str, Any] = {"model": model, "input": TEXT, "response_format": "pcm", "cache": False}
+    if steps is not None:
+        body["steps"] = steps
     if stream:
         body["stream_format"] = "audio"
     t0 = time.perf_counter()
@@ -71,13 +72,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--speech-model", default="tiny-speech-ref")
+    parser.add_argument("--speech-steps", type=int, default=32, help="per sentence (0: the model has none)")
     args = parser.parse_args()
     import openai
 
     home = Path(tempfile.mkdtemp(prefix="genaccel-openai-bench-"))
-    backend, stop = build_backend(Settings(home=home, default_model="noop", rate_limit_per_min=0,
-                                           plugins=["tests.plugins.speech"]))
-    results: dict[str, Any] = {"machine": platform.processor() or platform.machine(), "calls": args.calls}
+    backend, stop = build_backend(Settings(home=home, default_model="noop", rate_limit_per_min=0))
+    steps = args.speech_steps or None
+    results: dict[str, Any] = {"machine": platform.processor() or platform.machine(), "calls": args.calls,
+                               "speech": {"model": args.speech_model, "steps": steps, "text": TEXT}}
     try:
         with ThreadServer(create_app(backend)) as url:
             http = httpx.Client(base_url=url, timeout=60)
@@ -92,9 +96,9 @@ def main() -> None:
                     call()
                     times.append(time.perf_counter() - t0)
                 results[name] = {"p50_s": round(statistics.median(times), 4), "p95_s": round(pct(times, 0.95), 4)}
-            speech(http, False)  # warm
+            speech(http, False, args.speech_model, steps)  # warm
             for name, stream in (("speech_whole", False), ("speech_streamed", True)):
-                runs = [speech(http, stream) for _ in range(3)]
+                runs = [speech(http, stream, args.speech_model, steps) for _ in range(3)]
                 results[name] = {"first_byte_s": round(statistics.median(r[0] for r in runs), 3),
                                  "total_s": round(statistics.median(r[1] for r in runs), 3)}
     finally:

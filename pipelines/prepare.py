@@ -7,6 +7,7 @@ reproduces the output.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,26 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
         "seed": p.seed if p.seed is not None else new_seed(),
         **adapter.prepare(request, info, settings),
     })
+    check_img2img_schedule(params)
     return request.model_copy(update={"model": info.name, "params": params}), info
+
+
+def check_img2img_schedule(params: GenParams) -> None:
+    """Image-to-image denoises only the last ``int(steps * strength)`` steps of its schedule
+    (diffusers' img2img pipelines); when that is 0 nothing is denoised and the VAE is handed an
+    empty latent ("cannot reshape tensor of 0 elements"), so the request is refused here."""
+    if params.init_image is None or params.strength is None or params.steps is None:
+        return
+    steps, strength = params.steps, params.strength
+    if int(steps * strength) >= 1:
+        return
+    min_steps = math.ceil(1 / strength)
+    while int(min_steps * strength) < 1:  # float rounding: 3 x (1/3) may be 0.999...
+        min_steps += 1
+    raise InvalidRequest("strength", strength, f"with steps={steps}, strength={strength:g} denoises "
+                         f"int({steps} x {strength:g}) = 0 steps (image-to-image runs the last steps x strength "
+                         "steps of the schedule)", f"raise steps to at least {min_steps}, or strength to at "
+                         f"least {1 / steps:g}")
 
 
 COMMON_FIELDS = frozenset({"steps", "guidance_scale", "seed", "num_outputs", "output_format"})

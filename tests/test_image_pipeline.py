@@ -78,6 +78,22 @@ def test_img2img(settings: Settings, tiny_sd, tmp_path: Path) -> None:  # type: 
     assert type(tiny_sd).__name__ == "StableDiffusionPipeline"  # the cached pipeline is untouched
 
 
+@pytest.mark.parametrize(("steps", "strength", "fix"), [
+    (1, 0.5, "raise steps to at least 2, or strength to at least 1"),
+    (3, 0.3, "raise steps to at least 4, or strength to at least 0.333333"),
+])
+def test_img2img_that_would_denoise_no_step_is_refused(settings: Settings, tmp_path: Path, steps: int,
+                                                      strength: float, fix: str) -> None:
+    """Before the fix it was queued and crashed in the VAE ("cannot reshape tensor of 0 elements")."""
+    init = tmp_path / "init.png"
+    Image.new("RGB", (64, 64)).save(init)
+    with pytest.raises(InvalidRequest) as err:
+        resolved(settings, steps=steps, init=str(init), strength=strength)
+    assert err.value.field == "strength" and f"with steps={steps}, strength={strength:g} denoises " \
+        f"int({steps} x {strength:g}) = 0 steps" in err.value.message and f"fix: {fix}" in err.value.message
+    assert resolved(settings, steps=steps + 1, init=str(init), strength=strength).params.strength == strength
+
+
 def test_img2img_refused_for_models_without_it(settings: Settings, tmp_path: Path) -> None:
     init = tmp_path / "init.png"
     Image.new("RGB", (64, 64)).save(init)

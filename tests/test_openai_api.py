@@ -1,6 +1,7 @@
 """The OpenAI-compatible routes in process (FastAPI's client, the embedded shape): parameters
 honoured, ignored (the warnings header) or refused, errors in OpenAI's shape, keys and per-key
-isolation, idempotency, the bounded synchronous wait that cancels its job, streamed speech, video.
+isolation, idempotency, the bounded synchronous wait that cancels its job, speech on the real
+speech models (whole and streamed, one job), image-to-image refusals, video.
 The official ``openai`` client is tested in test_openai_client.py."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from genaccel.api import Backend, create_app
+from genaccel.refdata.speech import available as espeak_available
 from genaccel.service.auth import digest
 from genaccel.settings import Settings
 from pipelines.engine import LocalEngine
@@ -119,6 +121,20 @@ def test_edit_runs_image_to_image_on_the_uploaded_image(client: TestClient) -> N
     assert missing.status_code == 400 and error(missing)["param"] == "image"
     garbled = client.post(f"{V1}/images/edits", headers={**A, "Content-Type": "multipart/form-data"}, content=b"x")
     assert garbled.status_code == 400 and error(garbled)["code"] == "invalid_body"
+
+
+def test_an_edit_that_would_denoise_no_step_is_refused_before_queueing(client: TestClient) -> None:
+    """steps x strength < 1 used to be queued and crash in the VAE; now 400 (OpenAI) and 422 (native)."""
+    text = "with steps=1, strength=0.5 denoises int(1 x 0.5) = 0 steps"
+    r = client.post(f"{V1}/images/edits", headers=A, files={"image": ("in.png", png(), "image/png")},
+                    data={"prompt": "a blue square", "model": "tiny-sd", "steps": "1", "strength": "0.5"})
+    assert r.status_code == 400 and error(r)["param"] == "strength" and text in error(r)["message"]
+    assert "fix: raise steps to at least 2, or strength to at least 1" in error(r)["message"]
+    url = "data:image/png;base64," + base64.b64encode(png()).decode()
+    native = client.post("/v1/jobs", headers=A, json={"prompt": "a cat", "model": "tiny-sd", "init_image": url,
+                                                      "steps": 1, "strength": 0.5})
+    assert native.status_code == 422 and text in native.text
+    assert client.get("/v1/jobs", headers=A).json()["jobs"] == []  # nothing was queued
 
 
 @pytest.mark.parametrize(("body", "status", "param", "text"), [
@@ -232,67 +248,112 @@ def words(samples: np.ndarray, rate: int) -> int:
     return int(1 + gaps.sum()) if len(starts) else 0
 
 
-def test_speech_whole_file_with_voice_mapping_and_formats(client: TestClient) -> None:
+needs_espeak = pytest.mark.skipif(not espeak_available(), reason="libespeak-ng is not installed")
+
+
+def pcm_of(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, "<i2").astype(np.float32) / 32767
+
+
+@needs_espeak
+def test_speech_whole_file_on_a_real_model_with_voice_mapping_formats_and_refusals(client: TestClient) -> None:
+    text = "red cat jumps seven. blue dog sits two."
     r = client.post(f"{V1}/audio/speech", headers=A, json={
-        "model": "speech-test", "input": "one two three", "voice": "alloy", "response_format": "wav",
+        "model": "tiny-vits", "input": text, "voice": "alloy", "response_format": "wav", "seed": 1,
         "instructions": "cheerful"})
-    assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/wav", r.text
     samples, rate = sf.read(io.BytesIO(r.content), always_2d=True)
-    assert rate == 16000 and words(samples, rate) == 3
+    assert rate == 16000 and samples.shape[1] == 1 and len(samples) > 0.1 * rate  # the model's own rate
     warnings = r.headers["X-Genaccel-Warnings"]
-    assert "instructions ignored" in warnings and "'alloy' is not a voice of speech-test; used its default" in warnings
-    raw = client.post(f"{V1}/audio/speech", headers=A, json={
-        "model": "speech-test", "input": "one two three", "voice": "high", "response_format": "pcm", "speed": 2})
-    pcm = np.frombuffer(raw.content, "<i2")
-    assert raw.headers["content-type"] == "audio/pcm" and abs(len(pcm) - 24000 * 3 * 0.06) < 24  # 24 kHz, 2x faster
-    for body, param, text in [
+    assert "instructions ignored" in warnings
+    assert "voice 'alloy' is not a voice of tiny-vits; used its default 'us-male' (voices: us-male, us-female)" \
+        in warnings
+    job = client.get(f"/v1/jobs/{r.headers['X-Genaccel-Job-Id']}", headers=A).json()  # one job for the whole text
+    assert job["request"]["prompt"] == text and job["request"]["voice"] == "us-male"
+    raw = client.post(f"{V1}/audio/speech", headers=A, json={"model": "tiny-vits", "input": text, "seed": 1,
+                                                             "response_format": "pcm"})
+    assert raw.headers["content-type"] == "audio/pcm"
+    assert "pcm resampled from tiny-vits's 16000 Hz to 24000 Hz" in raw.headers["X-Genaccel-Warnings"]
+    assert abs(len(pcm_of(raw.content)) - len(samples) * 1.5) <= 2  # the same audio at 24 kHz
+    fast = client.post(f"{V1}/audio/speech", headers=A, json={"model": "tiny-vits", "input": text, "seed": 1,
+                                                              "speed": 2, "response_format": "flac"})
+    assert abs(len(sf.read(io.BytesIO(fast.content))[0]) / len(samples) - 0.5) < 0.1
+    mp3 = client.post(f"{V1}/audio/speech", headers=A, json={"model": "tiny-vits", "input": "red cat."})
+    assert mp3.headers["content-type"] == "audio/mpeg" and sf.info(io.BytesIO(mp3.content)).samplerate == 16000
+    for body, param, message in [
         ({"response_format": "opus"}, "response_format", "use wav, flac, mp3, pcm"),
-        ({"voice": "zeus"}, "voice", "speech-test has the voices low, high"),
+        ({"voice": "zeus"}, "voice", "voice='zeus' is invalid: tiny-vits has no such voice; fix: use one of: "
+                                     "us-male, us-female"),
+        ({"speed": 3}, "speed", "speed=3.0 is invalid: must be between 0.5 and 2 for speech models"),
+        ({"speed": 0.25}, "speed", "must be between 0.5 and 2 for speech models"),
         ({"speed": 9}, "speed", "must be between 0.25 and 4"),
         ({"model": "tiny-sd"}, "model", "makes image, not speech"),
         ({"response_format": "flac", "stream_format": "audio"}, "response_format", "flac cannot be streamed"),
+        ({"input": "red café, naïve"}, "input", "input='red café, naïve' is invalid: has 2 character(s) outside "
+                                                "tiny-vits's alphabet (letters, digits, space and . , ! ? ; : ' \" -): "
+                                                "'é' at 7, 'ï' at 12; fix: spell those characters out"),
+        ({"input": "red cat " * 130}, "input", "speech text must have at most 1000 characters (got 1040)"),
     ]:
-        bad = client.post(f"{V1}/audio/speech", headers=A, json={"model": "speech-test", "input": "hi", **body})
-        assert bad.status_code == 400 and error(bad)["param"] == param and text in error(bad)["message"], bad.text
+        bad = client.post(f"{V1}/audio/speech", headers=A, json={"model": "tiny-vits", "input": "hi", **body})
+        assert bad.status_code == 400 and error(bad)["param"] == param and message in error(bad)["message"], bad.text
+    assert len(client.get("/v1/jobs", headers=A).json()["jobs"]) == 4  # the refused ones were never queued
 
 
-def test_speech_in_a_format_the_model_does_not_write_and_longer_than_a_prompt(isolated_home: Path) -> None:
-    from genaccel.settings import Limits
-
-    app, engine = make_app(isolated_home, limits=Limits(prompt_max_chars=20))
-    try:
-        c = TestClient(app)
-        r = c.post(f"{V1}/audio/speech", headers=A, json={  # mp3, the default: the model writes wav, flac
-            "model": "speech-test", "input": "One two three. Four five six. Seven eight nine ten eleven twelve."})
-        assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg", r.text
-        samples, rate = sf.read(io.BytesIO(r.content), always_2d=True)
-        assert rate == 16000 and words(samples, rate) == 12
-        ids = r.headers["X-Genaccel-Job-Id"].split(",")
-        prompts = [c.get(f"/v1/jobs/{i}", headers=A).json()["request"]["prompt"] for i in ids]
-        assert prompts == ["One two three.", "Four five six.", "Seven eight nine ten", "eleven twelve."]
-    finally:
-        engine.dispatcher.stop(timeout=10)
-        unregister_plugins()
-
-
-def test_streamed_speech_sends_one_chunk_per_sentence(client: TestClient) -> None:
-    text = "One two. Three four five! Six?"
+@needs_espeak
+def test_streamed_speech_is_one_job_sending_each_sentence_as_it_is_made(client: TestClient) -> None:
+    text = "red cat jumps seven. blue dog sits two! green fish eats one?"
     with client.stream("POST", f"{V1}/audio/speech", headers=A, json={
-            "model": "speech-test", "input": text, "response_format": "pcm", "stream_format": "audio"}) as r:
-        assert r.status_code == 200
-        chunks = [c for c in r.iter_bytes() if c]
-    assert len(chunks) == 3
-    per_word = 24000 * 0.12 * 2
-    assert [round(len(c) / per_word) for c in chunks] == [2, 3, 1]
-    ids = r.headers["X-Genaccel-Job-Id"]
-    job = client.get(f"/v1/jobs/{ids}", headers=A).json()
-    assert job["request"]["prompt"] == "One two." and job["metadata"]["part"] == [0, 3]
+            "model": "tiny-vits", "input": text, "response_format": "pcm", "stream_format": "audio", "seed": 2}) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "audio/pcm"
+        chunks = [pcm_of(c) for c in r.iter_bytes() if c]
+    job = client.get(f"/v1/jobs/{r.headers['X-Genaccel-Job-Id']}", headers=A).json()
+    assert job["state"] == "succeeded" and job["request"]["prompt"] == text
+    assert len(chunks) == 3 and all(len(c) > 0.05 * 24000 for c in chunks)  # a piece per sentence, at 24 kHz
+    for chunk in chunks:  # faded edges: pieces concatenated as they come join without clicks
+        assert abs(chunk[0]) < 0.01 and abs(chunk[-1]) < 0.01
+    whole = client.post(f"{V1}/audio/speech", headers=A, json={
+        "model": "tiny-vits", "input": text, "response_format": "wav", "seed": 2, "cache": False})
+    n = len(sf.read(io.BytesIO(whole.content))[0])  # the saved file joins the sentences with 10 ms crossfades
+    assert abs(sum(len(c) for c in chunks) / 1.5 - n - 2 * 0.01 * 16000) < 8
     sse = client.post(f"{V1}/audio/speech", headers=A, json={
-        "model": "speech-test", "input": text, "response_format": "wav", "stream_format": "sse"})
+        "model": "tiny-vits", "input": text, "response_format": "wav", "stream_format": "sse", "seed": 2,
+        "cache": False})  # (answered from the cache, it would be the whole file in one piece)
     events = [json.loads(line[6:]) for line in sse.text.splitlines() if line.startswith("data: ")]
     assert [e["type"] for e in events] == ["speech.audio.delta"] * 3 + ["speech.audio.done"]
     wav = b"".join(base64.b64decode(e["audio"]) for e in events[:3])
-    assert wav[:4] == b"RIFF" and words(np.frombuffer(wav[44:], "<i2") / 32767, 16000) == 6
+    assert wav[:4] == b"RIFF" and int.from_bytes(wav[24:28], "little") == 16000  # the model's rate, in the header
+    assert abs((len(wav) - 44) / 2 - sum(len(c) for c in chunks) / 1.5) < 8
+    with client.stream("POST", f"{V1}/audio/speech", headers=A, json={
+            "model": "tiny-vits", "input": text, "stream_format": "audio", "seed": 2, "cache": False}) as r:
+        mp3 = [c for c in r.iter_bytes() if c]  # mp3, the default: frames only, so the whole stream decodes
+    import av  # libsndfile estimates an MP3's length without its Info frame; players (ffmpeg) read it all
+
+    with av.open(io.BytesIO(b"".join(mp3))) as container:
+        decoded = [f for f in container.decode(audio=0)]
+    assert r.headers["content-type"] == "audio/mpeg" and decoded[0].sample_rate == 16000
+    assert sum(f.samples for f in decoded) >= n
+
+
+@needs_espeak
+def test_streamed_speech_on_the_flow_matching_model_with_its_steps(client: TestClient) -> None:
+    text = "red cat jumps seven. blue dog sits two."
+    with client.stream("POST", f"{V1}/audio/speech", headers=A, json={
+            "model": "tiny-speech-ref", "input": text, "voice": "us-female", "steps": 3, "response_format": "wav",
+            "stream_format": "audio"}) as r:
+        data = [c for c in r.iter_bytes() if c]
+    job = client.get(f"/v1/jobs/{r.headers['X-Genaccel-Job-Id']}", headers=A).json()
+    assert job["request"]["steps"] == 3 and job["progress"]["step"] == 6 and job["request"]["voice"] == "us-female"
+    wav = b"".join(data)
+    assert len(data) == 2 and int.from_bytes(wav[24:28], "little") == 22050 and len(wav) > 44 + 2 * 0.1 * 22050
+
+
+def test_a_model_that_does_not_stream_its_sentences_streams_its_whole_file(client: TestClient) -> None:
+    """The test plugin's adapter records no sentences: its answer is one piece when the job ends."""
+    with client.stream("POST", f"{V1}/audio/speech", headers=A, json={
+            "model": "speech-test", "input": "One two. Three.", "response_format": "pcm",
+            "stream_format": "audio"}) as r:
+        chunks = [c for c in r.iter_bytes() if c]
+    assert len(chunks) == 1 and words(pcm_of(chunks[0]), 24000) == 3
 
 
 def test_video_create_poll_download(client: TestClient) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from genaccel.artifacts.audio import chunk_samples
 from genaccel.errors import JobCancelled, PipelineFailed
 from genaccel.service.jobs import JobService
+from genaccel.spec import Job
 
 EDGE_FADE_S = 0.005
 
@@ -73,11 +74,9 @@ def stream_speech(service: JobService, flat: dict[str, Any], owner: str, *, poll
     seen, deadline = 0, time.monotonic() + timeout_s
     while True:
         job = service.get(job.id, owner)
-        records = job.metadata.get("audio_chunks", [])
-        for record in records[seen:]:
-            yield AudioChunk(job.id, int(record["index"]), int(record["total"]), str(record["text"]),
-                             fade_edges(chunk_samples(record), int(record["sample_rate"])), int(record["sample_rate"]))
-        seen = len(records)
+        found = new_chunks(job, seen)
+        yield from found
+        seen += len(found)
         if job.done:
             break
         if time.monotonic() > deadline:
@@ -87,10 +86,24 @@ def stream_speech(service: JobService, flat: dict[str, Any], owner: str, *, poll
         raise JobCancelled(f"speech job {job.id} was cancelled")
     if job.state != "succeeded":
         raise PipelineFailed(f"speech job {job.id} failed: {job.error.message if job.error else job.state}")
-    if seen == 0 and job.artifacts:  # answered from the result cache: the whole file at once
-        import soundfile as sf
+    if seen == 0:
+        yield whole_chunk(service, job)
 
-        first = job.artifacts[0]
-        data = b"".join(service.file(job, first.name).chunks())
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        yield AudioChunk(job.id, 0, 1, job.request.prompt, fade_edges(samples, rate), int(rate))
+
+def new_chunks(job: Job, seen: int) -> list[AudioChunk]:
+    """The sentences ``job`` recorded after the first ``seen`` (edges faded)."""
+    records = job.metadata.get("audio_chunks", [])
+    return [AudioChunk(job.id, int(r["index"]), int(r["total"]), str(r["text"]),
+                       fade_edges(chunk_samples(r), int(r["sample_rate"])), int(r["sample_rate"]))
+            for r in records[seen:]]
+
+
+def whole_chunk(service: JobService, job: Job) -> AudioChunk:
+    """A finished job's whole file as one chunk: a job answered from the result cache, or one run
+    by an adapter that does not stream its sentences (a plugin's)."""
+    import soundfile as sf
+
+    first = job.artifacts[0]
+    data = b"".join(service.file(job, first.name).chunks())
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return AudioChunk(job.id, 0, 1, job.request.prompt, fade_edges(samples, rate), int(rate))

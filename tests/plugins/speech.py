@@ -1,12 +1,12 @@
-"""A fake speech model for the OpenAI-compatible speech tests: ``speech-test`` answers a speech
-request with one short beep per word (220 Hz for voice ``low``, 660 Hz for ``high``), shortened
-by ``speed``, so a test can count words and tell voices apart in the audio it gets back; each
-step sleeps a hundredth of a second per word (synthesis time grows with the text, as in a real
-model), so a synchronous wait can run out and cancel it at a step;
-a text with the word "explode" fails the job.
+"""A fake speech model, kept for the OpenAI-compatible speech tests that need a controllable one:
+``speech-test`` answers a speech request with one short beep per word (220 Hz for voice ``low``,
+660 Hz for ``high``), shortened by ``speed``; each step sleeps a hundredth of a second per word,
+so a synchronous wait can run out (or the client hang up) and cancel it at a step; a text with the
+word "explode" fails the job. Its adapter records no sentences as it goes, so it also stands for a
+plugin's speech adapter that does not stream (its stream is one piece). Everything else runs on
+the real speech models (``tiny-vits``, ``tiny-speech-ref``).
 
-Loaded as a plugin (``GENACCEL_PLUGINS='["tests.plugins.speech"]'``); the real speech adapters
-go through the same endpoints.
+Loaded as a plugin (``GENACCEL_PLUGINS='["tests.plugins.speech"]'``).
 """
 
 from __future__ import annotations

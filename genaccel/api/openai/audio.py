@@ -63,4 +63,32 @@ def stream_piece(samples: np.ndarray, rate: int, fmt: str, first: bool) -> bytes
         return pcm(samples, rate)
     if fmt == "wav":
         return (wav_stream_header(rate, samples.shape[1]) if first else b"") + int16(samples)
-    return encode(samples, rate, "mp3")  # MP3 streams are concatenated frames
+    return without_info_frame(encode(samples, rate, "mp3"))  # MP3 streams are concatenated frames
+
+
+MP3_KBPS = {3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG-1 Layer III
+            2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}  # MPEG-2 and 2.5
+MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def mp3_frame_length(header: bytes) -> int:
+    """Bytes of the Layer III frame starting with ``header`` (0 when it is not one)."""
+    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE6 != 0xE2:
+        return 0
+    version, kbps_index, rate_index = (header[1] >> 3) & 3, header[2] >> 4, (header[2] >> 2) & 3
+    if version == 1 or kbps_index in (0, 15) or rate_index == 3:
+        return 0
+    kbps = MP3_KBPS[3 if version == 3 else 2][kbps_index]
+    per = 144000 if version == 3 else 72000
+    return per * kbps // MP3_RATES[version][rate_index] + ((header[2] >> 1) & 1)
+
+
+def without_info_frame(data: bytes) -> bytes:
+    """An MP3 file less its leading Xing/Info frame. That frame states the length of one piece: in
+    a stream of concatenated pieces it would give players a wrong length (the first piece's) and
+    sit between the pieces as a stray frame; without it the stream is plain audio frames. (A
+    frame parser of our own: the header is four bytes, and no installed library strips the tag.)"""
+    n = mp3_frame_length(data[:4])
+    if n and (b"Xing" in data[4:48] or b"Info" in data[4:48]):
+        return data[n:]
+    return data

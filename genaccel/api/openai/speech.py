@@ -1,30 +1,32 @@
 """``POST /audio/speech``: text to speech, answered with the audio bytes.
 
-Without ``stream_format`` the call waits for its job (one job for the whole input, or one per
-group of sentences when the input is longer than a prompt may be) and answers one file. With
-``stream_format: "audio"`` the input is cut into sentences, one job each, queued a few ahead of
-the one being sent; the answer is chunked and each sentence's audio flows as soon as its job
-finished, while the next ones are still being synthesised. ``stream_format: "sse"`` sends the
-same chunks as ``speech.audio.delta`` events (base64) and ends with ``speech.audio.done``.
+One call is one speech job for the whole input. Without ``stream_format`` the call waits for it
+and answers one file. With ``stream_format: "audio"`` the answer is chunked: the speech job makes
+its text sentence by sentence and records each sentence's audio as soon as it is made
+(``genaccel.service.speech``), and each one is sent while the next is still being synthesised;
+``stream_format: "sse"`` sends the same chunks as ``speech.audio.delta`` events (base64) and ends
+with ``speech.audio.done``. Every built-in speech model streams this way; a plugin's adapter that
+does not record sentences streams its whole file as one chunk when the job ends. A client that
+leaves the stream cancels the job.
 
 Honoured: ``model``, ``input``, ``voice`` (a voice of the model; OpenAI's built-in names such as
-``alloy`` fall back to the model's default voice, with a warning), ``speed``, ``response_format``
-(``wav``, ``flac``, ``mp3``, ``pcm``: 16-bit mono 24 kHz; ``opus`` and ``aac`` are refused), and
-``stream_format``. Extras: ``seed``, ``steps``, ``profile``, ``priority``, ``cache``. Ignored:
-``instructions``.
+``alloy`` fall back to the model's default voice, with a warning), ``speed`` (within the model's
+own bounds, else refused: 0.5-2 for the speech models), ``response_format`` (``wav``, ``flac``,
+``mp3`` at the model's own sample rate; ``pcm``: 16-bit mono resampled to OpenAI's 24 kHz, with a
+warning; ``opus`` and ``aac`` are refused), and ``stream_format``. Extras: ``seed``, ``steps``,
+``profile``, ``priority``, ``cache``. Ignored: ``instructions``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-import re
-from collections import deque
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
-import numpy as np
 from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
@@ -32,6 +34,7 @@ from fastapi.responses import Response, StreamingResponse
 from genaccel.api.deps import Caller, Service
 from genaccel.api.openai import audio
 from genaccel.api.openai.common import (
+    JOB_HEADER,
     Body,
     IdempotencyKey,
     cancel,
@@ -42,8 +45,10 @@ from genaccel.api.openai.common import (
     succeeded,
     wait,
 )
-from genaccel.api.openai.errors import OpenAIError, OpenAIRoute, invalid
+from genaccel.api.openai.errors import NO_RETRY, OpenAIError, OpenAIRoute, invalid
+from genaccel.errors import InvalidRequest
 from genaccel.service import JobService
+from genaccel.service.speech import AudioChunk, new_chunks, whole_chunk
 from genaccel.spec import Job
 from pipelines.modality import adapter_for
 from pipelines.registry import ModelInfo
@@ -55,35 +60,6 @@ IGNORED = {"instructions": "the voice is chosen by voice; no style instructions"
 EXTRAS = {"seed": "seed", "steps": "steps", "profile": "profile", "priority": "priority", "cache": "cache"}
 OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
                            "verse", "marin", "cedar"})
-AHEAD = 2
-"""Sentence jobs queued beyond the one being streamed (a few, so a long text does not fill the
-key's queued-job cap, and the workers always have the next sentence)."""
-SENTENCE = re.compile(r"(?<=[.!?…。！？;])\s+")
-
-
-def sentences(text: str, limit: int) -> list[str]:
-    """``text`` cut after each sentence end; a sentence longer than ``limit`` is cut between words."""
-    out: list[str] = []
-    for part in (p.strip() for p in SENTENCE.split(text.strip())):
-        while len(part) > limit:
-            cut = part.rfind(" ", 0, limit + 1)
-            cut = cut if cut > 0 else limit
-            out.append(part[:cut].strip())
-            part = part[cut:].strip()
-        if part:
-            out.append(part)
-    return out
-
-
-def grouped(parts: list[str], limit: int) -> list[str]:
-    """Consecutive sentences joined into as few texts of at most ``limit`` characters as possible."""
-    out: list[str] = []
-    for part in parts:
-        if out and len(out[-1]) + 1 + len(part) <= limit:
-            out[-1] += " " + part
-        else:
-            out.append(part)
-    return out
 
 
 def job_format(fmt: str, offered: tuple[str, ...]) -> str:
@@ -125,27 +101,35 @@ def speech_request(body: Body, info: ModelInfo, fmt: str) -> tuple[dict[str, Any
     return flat, warnings
 
 
-async def chunk_jobs(service: JobService, owner: str, flat: dict[str, Any], texts: list[str], key: str | None,
-                     request: Request | None) -> AsyncGenerator[tuple[Job, bytes], None]:
-    """One finished job per text, in order, with its first artifact's bytes: jobs are queued
-    ``AHEAD`` beyond the one awaited; whatever is still queued is cancelled when the caller stops
-    (the client went away, a job failed or timed out)."""
-    pending: deque[Job] = deque()
+async def job_chunks(service: JobService, job: Job, owner: str) -> AsyncGenerator[AudioChunk, None]:
+    """``job``'s sentences, in order, as its worker records them (its whole file at the end when it
+    recorded none). The job is cancelled when the caller stops early (the client went away), and
+    when no new audio came for ``GENACCEL_OPENAI_TIMEOUT_S``."""
     timeout = service.settings.openai_timeout_s
-    i = 0
+    seen, deadline, delay = 0, time.monotonic() + timeout, 0.005
     try:
-        while i < len(texts) or pending:
-            while i < len(texts) and len(pending) <= AHEAD:
-                pending.append(await submit(service, {**flat, "prompt": texts[i]}, owner,
-                                            key=f"{key}:{i}" if key else None, endpoint="audio.speech",
-                                            extra={"part": [i, len(texts)]}))
-                i += 1
-            job = succeeded(await wait(service, pending.popleft(), owner, request, timeout))
-            data = await to_thread.run_sync(artifact_bytes, service, job)
-            yield job, data
+        while True:
+            found = await to_thread.run_sync(new_chunks, job, seen)
+            for chunk in found:
+                yield chunk
+            if found:
+                seen, deadline, delay = seen + len(found), time.monotonic() + timeout, 0.005
+            if job.done:
+                break
+            if time.monotonic() >= deadline:
+                raise OpenAIError(504, f"job {job.id} made no audio for {timeout:g} s and was cancelled; fix: ask "
+                                       "for less (fewer steps, shorter text); the operator sets the limit with "
+                                       "GENACCEL_OPENAI_TIMEOUT_S", "server_error", code="timeout",
+                                  headers={**NO_RETRY, JOB_HEADER: job.id})
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+            job = await to_thread.run_sync(service.store.get, job.id)
+        job = succeeded(job)
+        if seen == 0:
+            yield await to_thread.run_sync(whole_chunk, service, job)
     finally:
-        with anyio.CancelScope(shield=True):
-            for job in pending:
+        if not job.done:
+            with anyio.CancelScope(shield=True):
                 await cancel(service, job.id, owner)
 
 
@@ -173,42 +157,47 @@ async def speech(request: Request, service: Service, owner: Caller, key: Idempot
     info = resolve_model(service, body.model(service), "speech")
     flat, notes = speech_request(body, info, fmt)
     body.warnings += notes
-    limit = service.settings.limits.prompt_max_chars
     if not text.strip():
         raise invalid("input", "input is empty; fix: give the text to speak")
-    parts = sentences(text, limit)
+    rate = info.defaults.sample_rate
+    if fmt == "pcm" and rate and rate != audio.PCM_RATE:
+        body.warnings.append(f"pcm resampled from {info.name}'s {rate} Hz to {audio.PCM_RATE} Hz (OpenAI's pcm "
+                             "layout); wav, flac and mp3 keep the model's own rate")
+    try:
+        job = await submit(service, {**flat, "prompt": text}, owner, key=key, endpoint="audio.speech")
+    except InvalidRequest as exc:  # the text is OpenAI's input (characters the model cannot read, its length)
+        if exc.field != "prompt":
+            raise
+        raise OpenAIError(400, exc.message.replace("prompt=", "input=", 1), param="input", code=exc.code) from None
     if stream is None:
-        return await whole(request, service, owner, flat, grouped(parts, limit), key, fmt, body.warnings)
-    chunks = chunk_jobs(service, owner, flat, parts, key, None)  # the stream notices a client going away
+        return await whole(request, service, owner, job, flat["output_format"], fmt, body.warnings)
+    chunks = job_chunks(service, job, owner)  # the stream notices a client going away
     first = await anext(chunks)  # an error before any audio is still answered with its status
     return StreamingResponse(streamed(chunks, first, fmt, stream), media_type=(
         "text/event-stream" if stream == "sse" else audio.MEDIA_TYPES[fmt]),
-        headers={**headers(body.warnings, [first[0]]), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        headers={**headers(body.warnings, [job]), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def whole(request: Request, service: JobService, owner: str, flat: dict[str, Any], texts: list[str],
-                key: str | None, fmt: str, warnings: list[str]) -> Response:
-    """One answer with the whole audio: the job's own file when one job made it in that format."""
-    got = [item async for item in chunk_jobs(service, owner, flat, texts, key, request)]
-    jobs = [job for job, _ in got]
-    if len(got) == 1 and flat["output_format"] == fmt:
-        data = got[0][1]
-    else:
-        decoded = [audio.decode(data) for _, data in got]
-        rate = decoded[0][1]
-        data = audio.encode(np.concatenate([s for s, _ in decoded]), rate, fmt)
-    return Response(data, media_type=audio.MEDIA_TYPES[fmt], headers=headers(warnings, jobs))
+async def whole(request: Request, service: JobService, owner: str, job: Job, written: str, fmt: str,
+                warnings: list[str]) -> Response:
+    """One answer with the whole audio: the job's own file when it wrote that format, else re-encoded."""
+    job = succeeded(await wait(service, job, owner, request, service.settings.openai_timeout_s))
+    data = await to_thread.run_sync(artifact_bytes, service, job)
+    if written != fmt:
+        samples, rate = audio.decode(data)
+        data = audio.encode(samples, rate, fmt)
+    return Response(data, media_type=audio.MEDIA_TYPES[fmt], headers=headers(warnings, [job]))
 
 
-async def streamed(chunks: AsyncGenerator[tuple[Job, bytes], None], first: tuple[Job, bytes], fmt: str,
+async def streamed(chunks: AsyncGenerator[AudioChunk, None], first: AudioChunk, fmt: str,
                    stream: str) -> AsyncIterator[bytes]:
-    """The response body of a streamed call: raw audio pieces, or SSE events carrying them."""
+    """The response body of a streamed call: raw audio pieces, or SSE events carrying them. Each
+    piece's edges are faded (``fade_edges``), so pieces simply concatenated do not click."""
     n = 0
     try:
-        item: tuple[Job, bytes] | None = first
+        item: AudioChunk | None = first
         while item is not None:
-            samples, rate = audio.decode(item[1])
-            piece = audio.stream_piece(samples, rate, fmt, first=n == 0)
+            piece = audio.stream_piece(item.samples, item.sample_rate, fmt, first=n == 0)
             n += 1
             if stream == "sse":
                 event = {"type": "speech.audio.delta", "audio": base64.b64encode(piece).decode()}
@@ -219,10 +208,10 @@ async def streamed(chunks: AsyncGenerator[tuple[Job, bytes], None], first: tuple
         if stream == "sse":
             done = {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}
             yield f"data: {json.dumps(done)}\n\n".encode()
-    except OpenAIError as exc:  # a later sentence failed: the status is sent already
+    except OpenAIError as exc:  # the job failed after its first sentence: the status is sent already
         if stream == "sse":
             error = {"type": "error", "error": {"message": exc.message, "type": exc.type, "code": exc.code}}
             yield f"data: {json.dumps(error)}\n\n".encode()
-    finally:  # also when the client went away (the stream is cancelled): the queued sentences are cancelled
+    finally:  # also when the client went away (the stream is cancelled): the job is cancelled
         with anyio.CancelScope(shield=True):
             await chunks.aclose()
