@@ -164,7 +164,7 @@ def test_prune_command_prunes_a_dit_that_renders(capsys: pytest.CaptureFixture[s
     assert main(args) == 0, capsys.readouterr().err
     out = Path(capsys.readouterr().out.strip())
     card = json.loads((out / "genaccel.json").read_text())
-    assert card["prune"]["removed"] == ["transformer_blocks.1"]
+    assert card["prune"]["removed"] == ["transformer_blocks.1"] and card["defaults"]["steps"] == 20  # tiny-dit's
     assert json.loads((out / "transformer" / "config.json").read_text())["num_layers"] == 1
     assert main(["render", "a red circle", "--model", "tiny-dit-pruned", "--json", "--out", str(tmp_path / "o")]) == 0
     assert json.loads(capsys.readouterr().out)["state"] == "succeeded"

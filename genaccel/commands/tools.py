@@ -217,7 +217,8 @@ def prune(
     progress, close = training_progress()
     chosen = run_prune(pipe, info.name, out, work, ratio=ratio, calibration=calibration, recover_steps=recover_steps,
                        batch=batch_size, lr=lr, seed=seed, progress=progress,
-                       remove=[u.strip() for u in remove.split(",") if u.strip()] if remove else None)
+                       remove=[u.strip() for u in remove.split(",") if u.strip()] if remove else None,
+                       defaults={k: getattr(info.defaults, k) for k in ("steps", "guidance_scale", "width", "height")})
     close()
     write_log(out / "train_log.json", started, teacher=info.name, ratio=ratio, removed=chosen.removed,
               recover_steps=recover_steps, batch=batch_size, lr=lr, remove_given=bool(remove))

@@ -250,10 +250,11 @@ def chosen_plan(unet: Any, scores: dict[str, float], names: list[str]) -> PruneP
 
 def prune(pipe: Any, name: str, out: Path, work: Path, *, ratio: float, calibration: int = 64,
           recover_steps: int = 0, batch: int = 8, lr: float = 1e-4, seed: int = 0,
-          remove: list[str] | None = None,
+          remove: list[str] | None = None, defaults: dict[str, Any] | None = None,
           progress: Callable[[str], Callable[[int, int, float], None]] | None = None) -> PrunePlan:
     """Rank, remove (the least important units down to ``ratio``, or exactly ``remove``),
-    optionally recover, and save the pruned pipeline to ``out`` (fp16)."""
+    optionally recover, and save the pruned pipeline to ``out`` (fp16); ``defaults`` (the teacher's
+    steps, guidance, size) go in its model card so it renders like its teacher."""
     from genaccel.training.distill import DistillConfig, Distiller, reference_latents
 
     unet = denoiser_of(pipe)
@@ -279,11 +280,12 @@ def prune(pipe: Any, name: str, out: Path, work: Path, *, ratio: float, calibrat
         losses = distiller.train(latents, captions, work / "pruned.pt",
                                  progress=progress("recover") if progress else None)
         student = distiller.student
-    save_pruned(pipe, student, out, name, chosen, losses)
+    save_pruned(pipe, student, out, name, chosen, losses, defaults)
     return chosen
 
 
-def save_pruned(pipe: Any, unet: Any, out: Path, name: str, chosen: PrunePlan, losses: list[float]) -> None:
+def save_pruned(pipe: Any, unet: Any, out: Path, name: str, chosen: PrunePlan, losses: list[float],
+                defaults: dict[str, Any] | None = None) -> None:
     from genaccel.training.common import plot_loss
     from genaccel.training.distill import teacher_family
 
@@ -292,7 +294,8 @@ def save_pruned(pipe: Any, unet: Any, out: Path, name: str, chosen: PrunePlan, l
     dtype = denoiser_of(pipe).dtype
     small.to(torch.float16).save_pretrained(out, safe_serialization=True)
     pipe.to(dtype)
-    card = {"pruned_from": name, "mode": "prune", "prune": asdict(chosen), "recover_steps": len(losses)}
+    card = {"pruned_from": name, "mode": "prune", "prune": asdict(chosen), "recover_steps": len(losses),
+            **({"defaults": defaults} if defaults else {})}
     (out / "genaccel.json").write_text(json.dumps(card, indent=2) + "\n")
     if losses:
         plot_loss(losses, out / "loss_curve.png", f"{name} pruned by {chosen.ratio:.0%}: recovery")
