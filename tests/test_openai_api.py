@@ -466,6 +466,8 @@ def test_video_input_reference_runs_image_to_video_on_tiny_wan_i2v(client: TestC
     ({"model": "tiny-wan", "seconds": "1", "num_frames": "9"}, None, "seconds",
      "seconds and num_frames were both given; fix: pass one of them"),
     ({"model": "tiny-wan", "size": "16x16"}, None, "size", "width=16 is invalid: must be between 64 and"),
+    ({"model": "tiny-wan", "strength": "0.5"}, None, "strength",
+     "strength=0.5 is invalid: only applies with an init image; fix: pass input_reference or drop strength"),
 ])
 def test_video_requests_a_model_cannot_make_are_refused_in_openai_shape(
         client: TestClient, data: dict[str, Any], files: Any, param: str, text: str) -> None:
@@ -473,3 +475,17 @@ def test_video_requests_a_model_cannot_make_are_refused_in_openai_shape(
     assert r.status_code == 400, r.text
     assert error(r)["param"] == param and text in error(r)["message"]
     assert client.get(f"{V1}/videos", headers=A).json()["data"] == []  # nothing was queued
+
+
+def test_a_video_above_the_memory_budget_is_refused_in_this_endpoints_words(isolated_home: Path) -> None:
+    """The adapter's own refusal, with its CLI flags turned into the parameters a client sends."""
+    app, engine = make_app(isolated_home, job_memory_gb=0.0001)
+    try:
+        r = TestClient(app).post(f"{V1}/videos", headers=A, json={"prompt": "x", "model": "tiny-wan", "seconds": 1})
+    finally:
+        engine.dispatcher.stop(timeout=10)
+        unregister_plugins()
+    assert r.status_code == 400 and error(r)["param"] == "seconds"
+    assert "a 9-frame 64x64 clip needs about" in error(r)["message"]
+    assert error(r)["message"].endswith("fix: lower seconds, size (or raise GENACCEL_JOB_MEMORY_GB on a larger "
+                                        "worker)")

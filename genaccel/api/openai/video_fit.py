@@ -15,10 +15,11 @@ text-to-video model, no image for an image-to-video one. Models of other adapter
 from __future__ import annotations
 
 import io
+import re
 
 from PIL import Image, UnidentifiedImageError
 
-from genaccel.api.openai.errors import invalid
+from genaccel.api.openai.errors import OpenAIError, invalid
 from genaccel.errors import InvalidRequest
 from genaccel.settings import Settings
 from pipelines.registry import ModelInfo
@@ -93,3 +94,29 @@ def reference_size(raw: bytes, size: tuple[int, int], warnings: list[str]) -> No
                                          "WebP file") from None
     if found != size:
         warnings.append(f"input_reference {found[0]}x{found[1]} resized to the clip's {size[0]}x{size[1]}")
+
+
+VIDEO_PARAMS = {"init_image": "input_reference", "num_frames": "seconds", "duration_s": "seconds",
+                "width": "size", "height": "size", "width*height": "size"}
+"""The adapter's field names as this endpoint's parameters (``error.param``)."""
+FLAG = re.compile(r"--([a-z][a-z-]*)(?: (\d[\d.]*|IMAGE))?")
+FLAG_NAMES = {"frames": ("seconds", "num_frames"), "duration": ("seconds", "seconds"), "width": ("size", "width"),
+              "height": ("size", "height"), "size": ("size", "size"), "init": ("input_reference", "input_reference"),
+              "guidance": ("guidance_scale", "guidance_scale")}
+"""A CLI flag in the adapter's fixes as this endpoint's parameter: alone, and with a value."""
+
+
+def _flag(found: re.Match[str]) -> str:
+    alone, named = FLAG_NAMES.get(found[1], (found[1], found[1]))
+    value = found[2]
+    if value is None or value == "IMAGE":
+        return alone
+    return f"a size with {named} {value}" if alone == "size" else f"{named}={value}"
+
+
+def as_openai(exc: InvalidRequest) -> OpenAIError:
+    """One of the adapter's refusals in this endpoint's words: its parameter named as the client
+    sent it, and the fix's CLI flags (``--frames 9``) as parameters (``num_frames=9``)."""
+    fix = FLAG.sub(_flag, exc.fix.replace("--width or --height", "--size"))
+    message = exc.message.removesuffix(exc.fix) + fix
+    return OpenAIError(400, message, param=VIDEO_PARAMS.get(exc.field, exc.field), code=exc.code)

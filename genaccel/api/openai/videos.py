@@ -33,7 +33,14 @@ from genaccel.api.openai.common import (
     submit,
 )
 from genaccel.api.openai.errors import OpenAIError, OpenAIRoute, invalid
-from genaccel.api.openai.video_fit import check_reference, fit_seconds, fit_size, reference_size, video_kind
+from genaccel.api.openai.video_fit import (
+    as_openai,
+    check_reference,
+    fit_seconds,
+    fit_size,
+    reference_size,
+    video_kind,
+)
 from genaccel.errors import InvalidRequest, JobNotFound
 from genaccel.service import JobService
 from genaccel.service.http import file_response
@@ -48,9 +55,6 @@ VIDEO_EXTRAS = {**EXTRAS, "fps": "fps", "num_frames": "num_frames", "strength": 
                 "output_format": "output_format"}
 STATUS = {"queued": "queued", "running": "in_progress", "succeeded": "completed"}
 Variant = Literal["video", "thumbnail", "spritesheet"]
-VIDEO_PARAMS = {"init_image": "input_reference", "num_frames": "seconds", "duration_s": "seconds",
-                "width": "size", "height": "size", "width*height": "size"}
-"""The adapter's field names as this endpoint's parameters (``error.param``)."""
 POLL_MS = "250"
 """``openai-poll-after-ms``: how often the client's ``poll`` helper asks."""
 
@@ -130,10 +134,10 @@ async def create_video(request: Request, service: Service, owner: Caller, key: I
         flat["init_image"] = "data:image/png;base64," + base64.b64encode(raw).decode()
     try:
         job = await submit(service, flat, owner, key=key, endpoint="videos")
-    except InvalidRequest as exc:  # the adapter's own checks, named as this endpoint's parameters
-        if exc.field not in VIDEO_PARAMS:
+    except InvalidRequest as exc:  # the adapter's own checks, in this endpoint's words
+        if type(exc) is not InvalidRequest:  # an unknown model, profile...: the shared translation
             raise
-        raise OpenAIError(400, exc.message, param=VIDEO_PARAMS[exc.field], code=exc.code) from None
+        raise as_openai(exc) from None
     return answer(job, body.warnings)
 
 
