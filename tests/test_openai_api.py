@@ -1,7 +1,9 @@
 """The OpenAI-compatible routes in process (FastAPI's client, the embedded shape): parameters
 honoured, ignored (the warnings header) or refused, errors in OpenAI's shape, keys and per-key
 isolation, idempotency, the bounded synchronous wait that cancels its job, speech on the real
-speech models (whole and streamed, one job), image-to-image refusals, video.
+speech models (whole and streamed, one job), image-to-image refusals, video on the real ``tiny-wan``
+and ``tiny-wan-i2v`` (seconds and size fitted to their rules, input_reference, refusals); the fake
+``video-test`` plugin only where a controllable clip is needed (colours, paging, key isolation).
 The official ``openai`` client is tested in test_openai_client.py."""
 
 from __future__ import annotations
