@@ -67,6 +67,7 @@ VIDEO_CLASSES: frozenset[str] = frozenset(c for k in KINDS for c in k.classes)
 
 
 def kind_of(pipeline_class: str) -> VideoKind:
+    """The rules of a video pipeline class (``KeyError``: not one of the families here)."""
     for kind in KINDS:
         if pipeline_class in kind.classes:
             return kind
@@ -79,7 +80,8 @@ def nearest_frames(frames: int, step: int, up: bool = False) -> int:
     return int((math.ceil(k) if up else max(0, round(k))) * step + 1)
 
 
-def _nearest_size(value: int, multiple: int) -> int:
+def nearest_size(value: int, multiple: int) -> int:
+    """The multiple of ``multiple`` nearest ``value`` (at least ``multiple``)."""
     return max(multiple, round(value / multiple) * multiple)
 
 
@@ -109,7 +111,7 @@ def check_frames(kind: VideoKind, info: ModelInfo, frames: int | None, duration:
                  fps: float) -> int:
     """The frame count to run: the request's (checked), else from its duration (rounded up to a
     valid count), else the model's default."""
-    fixed = _fixed_frames(kind, info)
+    fixed = fixed_frames(kind, info)
     if frames is not None and duration is not None:
         raise InvalidRequest("duration_s", duration, "was given together with num_frames",
                              "pass --frames or --duration, not both")
@@ -134,7 +136,8 @@ def check_frames(kind: VideoKind, info: ModelInfo, frames: int | None, duration:
     return frames
 
 
-def _fixed_frames(kind: VideoKind, info: ModelInfo) -> int | None:
+def fixed_frames(kind: VideoKind, info: ModelInfo) -> int | None:
+    """The one frame count a model makes (Latte), or ``None`` when it makes many."""
     if not kind.exact_frames:
         return None
     length = model_configs(info).get("transformer", {}).get("video_length")
@@ -145,7 +148,7 @@ def check_size(kind: VideoKind, width: int, height: int) -> None:
     for name, value in (("width", width), ("height", height)):
         if value % kind.size_multiple:
             raise InvalidRequest(name, value, f"{kind.name} needs sizes in multiples of {kind.size_multiple}",
-                                 f"pass --{name} {_nearest_size(value, kind.size_multiple)}")
+                                 f"pass --{name} {nearest_size(value, kind.size_multiple)}")
 
 
 def estimate_bytes(info: ModelInfo, frames: int, width: int, height: int, guidance: float) -> int:

@@ -27,8 +27,8 @@ REDIS_URL = os.environ.get("GENACCEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ("tests.plugins.sine", "tests.plugins.speech", "tests.plugins.video")
-ROUTED = ("tiny-sd", "sine-test", "noop", "speech-test", "video-test", "tiny-vits")
-"""Models whose jobs go to the cluster's private queue (the OpenAI-compatible tests use the last four)."""
+ROUTED = ("tiny-sd", "sine-test", "noop", "speech-test", "video-test", "tiny-vits", "tiny-wan")
+"""Models whose jobs go to the cluster's private queue (the OpenAI-compatible tests use the last five)."""
 
 
 def _redis_or_skip() -> None:

@@ -1,7 +1,9 @@
 """The OpenAI-compatible routes in process (FastAPI's client, the embedded shape): parameters
 honoured, ignored (the warnings header) or refused, errors in OpenAI's shape, keys and per-key
 isolation, idempotency, the bounded synchronous wait that cancels its job, speech on the real
-speech models (whole and streamed, one job), image-to-image refusals, video.
+speech models (whole and streamed, one job), image-to-image refusals, video on the real ``tiny-wan``
+and ``tiny-wan-i2v`` (seconds and size fitted to their rules, input_reference, refusals); the fake
+``video-test`` plugin only where a controllable clip is needed (colours, paging, key isolation).
 The official ``openai`` client is tested in test_openai_client.py."""
 
 from __future__ import annotations
@@ -391,3 +393,106 @@ def test_video_create_poll_download(client: TestClient) -> None:
     image_job = client.post(f"{V1}/images/generations", headers=A, json={"model": "noop", "prompt": "x"})
     not_video = client.get(f"{V1}/videos/{image_job.headers['X-Genaccel-Job-Id']}", headers=A)
     assert not_video.status_code == 404
+
+
+def finished(client: TestClient, video: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.time() + 60
+    while (video := client.get(f"{V1}/videos/{video['id']}", headers=A).json())["status"] != "completed":
+        assert video["status"] != "failed" and time.time() < deadline, video
+        time.sleep(0.05)
+    return video
+
+
+def clip_frames(data: bytes) -> list[Image.Image]:
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        return [f.to_image() for f in container.decode(video=0)]
+
+
+def test_video_on_tiny_wan_fits_seconds_and_size_to_its_rules_and_serves_the_mp4_and_poster(
+        client: TestClient) -> None:
+    """OpenAI's seconds and size on a real Wan model: 1 s at 8 fps is 8 frames, rounded up to Wan's
+    4k+1 (9); 60x70 to its multiples of 16 (64x64); both named in the warnings header."""
+    r = client.post(f"{V1}/videos", headers=A, data={"prompt": "a red ball", "model": "tiny-wan", "seconds": "1",
+                                                     "size": "60x70", "steps": "1", "seed": "3"})
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Genaccel-Warnings"] == ("seconds=1 rounded up to 9 frames (1.125 s at 8 fps): Wan makes 4k+1 "
+                                                "frames | size=60x70 rounded to 64x64: Wan makes sizes in multiples "
+                                                "of 16")
+    video = finished(client, r.json())
+    assert video["seconds"] == "1.125" and video["size"] == "64x64" and video["model"] == "tiny-wan"
+    job = client.get(f"/v1/jobs/{video['id']}", headers=A).json()
+    assert job["request"]["num_frames"] == 9 and job["request"]["steps"] == 1
+    clip = client.get(f"{V1}/videos/{video['id']}/content", headers=A)
+    assert clip.headers["content-type"] == "video/mp4" and clip.content[4:8] == b"ftyp"
+    frames = clip_frames(clip.content)
+    assert len(frames) == 9 and frames[0].size == (64, 64)
+    thumb = client.get(f"{V1}/videos/{video['id']}/content", headers=A, params={"variant": "thumbnail"})
+    assert thumb.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(thumb.content)).size == (64, 64)
+    exact = client.post(f"{V1}/videos", headers=A, json={"prompt": "x", "model": "tiny-wan", "seconds": "1.125",
+                                                         "size": "64x64", "steps": 1})
+    assert "X-Genaccel-Warnings" not in exact.headers  # nothing rounded: nothing warned
+    finished(client, exact.json())
+
+
+def test_video_input_reference_runs_image_to_video_on_tiny_wan_i2v(client: TestClient, isolated_home: Path) -> None:
+    """The upload becomes the job's first frame (the tiny model's random weights barely let it
+    show in the clip, so the stored upload is what is checked)."""
+    r = client.post(f"{V1}/videos", headers=A, data={"prompt": "a red ball", "model": "tiny-wan-i2v", "seconds": "1",
+                                                     "size": "64x64", "steps": "1"},
+                    files={"input_reference": ("first.png", png("red", 48), "image/png")})
+    assert r.status_code == 200, r.text
+    assert "input_reference 48x48 resized to the clip's 64x64" in r.headers["X-Genaccel-Warnings"]
+    video = finished(client, r.json())
+    job = client.get(f"/v1/jobs/{video['id']}", headers=A).json()
+    assert job["request"]["init_image"] == "uploaded"
+    (upload,) = (isolated_home / "uploads").glob("*/*")
+    with Image.open(upload) as first:
+        assert first.size == (48, 48) and first.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
+    clip = client.get(f"{V1}/videos/{video['id']}/content", headers=A)
+    assert len(clip_frames(clip.content)) == 9
+
+
+@pytest.mark.parametrize(("data", "files", "param", "text"), [
+    ({"model": "tiny-wan"}, {"input_reference": ("in.png", png(), "image/png")}, "input_reference",
+     "tiny-wan (Wan) is text-to-video only and takes no input_reference; fix: drop input_reference, or pick an "
+     "image-to-video model (such as tiny-wan-i2v)"),
+    ({"model": "tiny-wan-i2v"}, None, "input_reference",
+     "tiny-wan-i2v (Wan image-to-video) makes a clip from an image; fix: send input_reference (the first frame) "
+     "as a multipart file"),
+    ({"model": "tiny-wan-i2v"}, {"input_reference": ("in.png", b"not an image", "image/png")}, "input_reference",
+     "input_reference is not a readable image; fix: send a PNG, JPEG or WebP file"),
+    ({"model": "tiny-latte", "seconds": "4"}, None, "seconds",
+     "seconds=4 cannot be made: tiny-latte (Latte) makes exactly 8 frames (1 s at 8 fps); fix: omit seconds, or "
+     "pass seconds=1"),
+    ({"model": "tiny-wan", "seconds": "1000"}, None, "seconds",
+     "seconds=1000 needs 8001 frames at 8 fps, and tiny-wan makes at most 257 frames (32.125 s) here; fix: pass "
+     "seconds=32.125 or less"),
+    ({"model": "tiny-wan", "seconds": "1", "num_frames": "9"}, None, "seconds",
+     "seconds and num_frames were both given; fix: pass one of them"),
+    ({"model": "tiny-wan", "size": "16x16"}, None, "size", "width=16 is invalid: must be between 64 and"),
+    ({"model": "tiny-wan", "strength": "0.5"}, None, "strength",
+     "strength=0.5 is invalid: only applies with an init image; fix: pass input_reference or drop strength"),
+])
+def test_video_requests_a_model_cannot_make_are_refused_in_openai_shape(
+        client: TestClient, data: dict[str, Any], files: Any, param: str, text: str) -> None:
+    r = client.post(f"{V1}/videos", headers=A, data={"prompt": "a ball", **data}, files=files)
+    assert r.status_code == 400, r.text
+    assert error(r)["param"] == param and text in error(r)["message"]
+    assert client.get(f"{V1}/videos", headers=A).json()["data"] == []  # nothing was queued
+
+
+def test_a_video_above_the_memory_budget_is_refused_in_this_endpoints_words(isolated_home: Path) -> None:
+    """The adapter's own refusal, with its CLI flags turned into the parameters a client sends."""
+    app, engine = make_app(isolated_home, job_memory_gb=0.0001)
+    try:
+        r = TestClient(app).post(f"{V1}/videos", headers=A, json={"prompt": "x", "model": "tiny-wan", "seconds": 1})
+    finally:
+        engine.dispatcher.stop(timeout=10)
+        unregister_plugins()
+    assert r.status_code == 400 and error(r)["param"] == "seconds"
+    assert "a 9-frame 64x64 clip needs about" in error(r)["message"]
+    assert error(r)["message"].endswith("fix: lower seconds, size (or raise GENACCEL_JOB_MEMORY_GB on a larger "
+                                        "worker)")

@@ -1,7 +1,8 @@
 """The official ``openai`` client against genaccel: a live ``genaccel serve`` (embedded shape) and
 the Celery + Redis deployment (``test_celery.py`` runs ``exercise`` on its cluster), with the same
 calls: an image as b64 and as a url, an edit,
-speech on the real ``tiny-vits`` (whole and streamed), a video; a bad size, an unknown model and a missing key raise the
+speech on the real ``tiny-vits`` (whole and streamed), a video on the real ``tiny-wan`` (polled,
+downloaded, its poster); a bad size, an unknown model and a missing key raise the
 client's BadRequestError, NotFoundError and AuthenticationError. And the README's snippet runs
 as written against the embedded default."""
 
@@ -42,7 +43,7 @@ def exercise(base: str) -> None:
     """Every call of the issue through the official client, against the server at ``base``."""
     client = openai.OpenAI(base_url=base, api_key=KEY, max_retries=0)
     ids = {m.id for m in client.models.list().data}
-    assert {"noop", "tiny-sd", "tiny-vits", "video-test"} <= ids
+    assert {"noop", "tiny-sd", "tiny-vits", "tiny-wan"} <= ids
     got = client.images.generate(model="noop", prompt="a cat", size="64x64", response_format="b64_json",
                                  extra_body={"seed": 3, "steps": 1})
     assert Image.open(io.BytesIO(base64.b64decode(got.data[0].b64_json or ""))).size == (64, 64)
@@ -67,12 +68,20 @@ def exercise(base: str) -> None:
         pieces = [piece for piece in streamed.iter_bytes() if piece]
     pcm = np.frombuffer(b"".join(pieces), "<i2")  # two sentences, each faded at its edges, at 24 kHz
     assert abs(len(pcm) / 1.5 - len(samples) - 0.01 * 16000) < 8
-    video = client.videos.create_and_poll(model="video-test", prompt="a red ball", seconds="4", size="64x64",
+    video = client.videos.create_and_poll(model="tiny-wan", prompt="a red ball", seconds="1", size="64x64",
+                                          extra_body={"steps": 1, "seed": 2},
                                           poll_interval_ms=100)  # type: ignore[arg-type]
-    assert video.status == "completed" and video.seconds == "4", video
+    assert video.status == "completed" and video.seconds == "1.125" and video.size == "64x64", video  # 9 frames
     clip = client.videos.download_content(video.id).content
     assert clip[4:8] == b"ftyp"
-    client.videos.create(model="video-test", prompt="a blue ball", seconds="4")  # type: ignore[arg-type]
+    thumb = client.videos.download_content(video.id, variant="thumbnail").content
+    assert Image.open(io.BytesIO(thumb)).size == (64, 64)
+    raw_video = client.videos.with_raw_response.create(model="tiny-wan", prompt="a blue ball", seconds="4",
+                                                       extra_body={"steps": 1})  # type: ignore[arg-type]
+    assert "seconds=4 rounded up to 33 frames" in raw_video.headers["x-genaccel-warnings"]
+    with pytest.raises(openai.BadRequestError, match="text-to-video only") as refused:
+        client.videos.create(model="tiny-wan", prompt="a ball", input_reference=("in.png", png("red"), "image/png"))
+    assert refused.value.param == "input_reference"  # type: ignore[attr-defined]
     listed = [v.id for v in client.videos.list(limit=1)]  # pages through both, one at a time
     assert len(listed) == 2 and listed[1] == video.id
     with pytest.raises(openai.BadRequestError, match="must be WIDTHxHEIGHT") as bad:

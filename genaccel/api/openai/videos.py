@@ -3,8 +3,9 @@ once; ``GET /videos/{id}`` is its state (``queued``, ``in_progress``, ``complete
 progress; ``GET /videos/{id}/content`` downloads the clip (``variant=thumbnail``: its poster PNG).
 A video's id is its job's id (``GET /v1/jobs/{id}`` shows the same job natively).
 
-Honoured: ``prompt``, ``model``, ``seconds`` (frames = seconds x the model's fps), ``size``
-(``WIDTHxHEIGHT``), ``input_reference`` (an init image, for models that take one). Extras:
+Honoured: ``prompt``, ``model``, ``seconds`` (frames = seconds x the model's fps, rounded up to the
+model's frame rule), ``size`` (``WIDTHxHEIGHT``, rounded to the model's size multiple),
+``input_reference`` (the first frame, for image-to-video models; refused by text-to-video ones). Extras:
 ``steps``, ``seed``, ``profile``, ``negative_prompt``, ``guidance_scale``, ``fps``, ``num_frames``,
 ``strength``, ``output_format`` (mp4, webm, gif), ``priority``, ``cache``. Not offered:
 ``variant=spritesheet``, remix, edit, delete. ``GET /videos`` lists your videos, newest first.
@@ -32,11 +33,20 @@ from genaccel.api.openai.common import (
     submit,
 )
 from genaccel.api.openai.errors import OpenAIError, OpenAIRoute, invalid
-from genaccel.errors import JobNotFound
+from genaccel.api.openai.video_fit import (
+    as_openai,
+    check_reference,
+    fit_seconds,
+    fit_size,
+    reference_size,
+    video_kind,
+)
+from genaccel.errors import InvalidRequest, JobNotFound
 from genaccel.service import JobService
 from genaccel.service.http import file_response
 from genaccel.spec import Job
 from pipelines.modality import adapter_for
+from pipelines.video import DEFAULT_FPS
 
 router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
 
@@ -83,33 +93,51 @@ def video_job(service: JobService, video_id: str, owner: str) -> Job:
 
 @router.post("/v1/videos")
 async def create_video(request: Request, service: Service, owner: Caller, key: IdempotencyKey) -> JSONResponse:
-    """Queue a video (OpenAI's ``videos.create``); poll ``GET /videos/{id}`` until ``completed``."""
+    """Queue a video (OpenAI's ``videos.create``); poll ``GET /videos/{id}`` until ``completed``.
+    ``seconds`` and ``size`` are fitted to the model's rules (``video_fit.py``)."""
     values, _ = await form_or_json(request)
     body = Body.read(values, HONOURED, {}, VIDEO_EXTRAS)
     info = resolve_model(service, body.model(service), "video")
     honoured = set(adapter_for(info).fields)
+    kind = video_kind(info)
     flat: dict[str, Any] = {"modality": "video", "prompt": body.text("prompt", required=True), "model": info.name,
                             **body.extras(VIDEO_EXTRAS)}
     seconds = body.number("seconds", float)
     if seconds is not None:
-        fps = body.number("fps", float) or info.defaults.fps
+        fps = body.number("fps", float) or info.defaults.fps or DEFAULT_FPS
         if seconds <= 0:
             raise invalid("seconds", f"seconds={seconds:g} must be above 0")
-        if fps and "num_frames" in honoured:
+        if body.get("num_frames") is not None:
+            raise invalid("seconds", "seconds and num_frames were both given; fix: pass one of them")
+        if kind is not None:
+            flat["num_frames"] = fit_seconds(kind, info, seconds, fps, service.settings, body.warnings)
+        elif "num_frames" in honoured:
             flat["num_frames"] = max(1, round(seconds * fps))
         else:
             body.warnings.append(f"seconds ignored: {info.name} makes clips of one length")
     width, height = parse_size(body.get("size"))
-    if width is not None:
+    if width is not None and height is not None:
+        if kind is not None:
+            width, height = fit_size(kind, width, height, body.warnings)
         if "width" in honoured:
             flat.update(width=width, height=height)
         else:
             body.warnings.append(f"size ignored: {info.name} makes clips of one size")
-    if body.get("input_reference") is not None:
-        raw = await read_file(body.get("input_reference"), "input_reference",
-                              service.settings.limits.init_image_max_bytes)
+    reference = body.get("input_reference")
+    if kind is not None:
+        check_reference(kind, info, reference is not None)
+    if reference is not None:
+        raw = await read_file(reference, "input_reference", service.settings.limits.init_image_max_bytes)
+        if kind is not None:
+            reference_size(raw, (width or info.defaults.width or 0, height or info.defaults.height or 0),
+                           body.warnings)
         flat["init_image"] = "data:image/png;base64," + base64.b64encode(raw).decode()
-    job = await submit(service, flat, owner, key=key, endpoint="videos")
+    try:
+        job = await submit(service, flat, owner, key=key, endpoint="videos")
+    except InvalidRequest as exc:  # the adapter's own checks, in this endpoint's words
+        if type(exc) is not InvalidRequest:  # an unknown model, profile...: the shared translation
+            raise
+        raise as_openai(exc) from None
     return answer(job, body.warnings)
 
 
