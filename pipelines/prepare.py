@@ -7,6 +7,7 @@ reproduces the output.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,32 @@ def prepare_request(request: JobRequest, registry: ModelRegistry, settings: Sett
         **adapter.prepare(request, info, settings),
     })
     check_img2img_schedule(params)
+    check_one_step(params, info)
     return request.model_copy(update={"model": info.name, "params": params}), info
+
+
+#: Pipelines whose one-step path reads the scheduler's predicted clean sample (``step(...)[1]``),
+#: which only consistency schedulers return.
+ONE_STEP_NEEDS_CONSISTENCY = frozenset({"PixArtAlphaPipeline", "PixArtSigmaPipeline", "TextImageToVideoPipeline"})
+CONSISTENCY_SCHEDULERS = frozenset({"LCMScheduler", "TCDScheduler"})
+
+
+def check_one_step(params: GenParams, info: ModelInfo) -> None:
+    """PixArt pipelines take a special path at one step that only LCM/TCD schedulers serve (with
+    DPM-Solver it fails deep in the pipeline with ``IndexError``): refused before queueing."""
+    if params.steps != 1 or info.pipeline_class not in ONE_STEP_NEEDS_CONSISTENCY:
+        return
+    scheduler = "DPMSolverMultistepScheduler"
+    if info.source != "builtin":
+        try:
+            config = json.loads((Path(info.location) / "scheduler" / "scheduler_config.json").read_text())
+            scheduler = str(config.get("_class_name", scheduler))
+        except (OSError, ValueError):
+            pass
+    if scheduler not in CONSISTENCY_SCHEDULERS:
+        raise InvalidRequest("steps", 1, f"{info.name} ({info.pipeline_class} with {scheduler}) cannot sample in "
+                             "one step: its one-step path needs a consistency scheduler (LCM, TCD)",
+                             "pass --steps 2 or more, or use a distilled student (--profile turbo)")
 
 
 def check_img2img_schedule(params: GenParams) -> None:

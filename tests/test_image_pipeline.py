@@ -111,3 +111,14 @@ def test_modality_and_profile_errors(settings: Settings) -> None:
         resolved(settings, profile="warp")
     with pytest.raises(InvalidRequest, match=r"warp. is invalid: no such technique; fix: use one of: .*deepcache"):
         resolved(settings, techniques=[{"name": "warp"}])
+
+
+def test_one_step_on_pixart_needs_a_consistency_scheduler(settings: Settings) -> None:
+    """PixArt's one-step path reads ``scheduler.step(...)[1]``, which DPM-Solver does not return:
+    it crashed with IndexError inside the pipeline; now refused before queueing."""
+    with pytest.raises(InvalidRequest) as err:
+        resolved(settings, model="tiny-dit", steps=1)
+    assert err.value.field == "steps" and "tiny-dit (PixArtAlphaPipeline with DPMSolverMultistepScheduler) cannot " \
+        "sample in one step" in err.value.message and "fix: pass --steps 2 or more" in err.value.message
+    assert resolved(settings, model="tiny-dit", steps=2).params.steps == 2
+    assert resolved(settings, model="tiny-sd", steps=1).params.steps == 1  # UNet pipelines have no such path
