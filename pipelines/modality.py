@@ -142,6 +142,7 @@ those of ``Settings.plugins``."""
 def _builtins() -> None:
     """Import the built-in adapters (each registers itself)."""
     import pipelines.image  # noqa: F401
+    import pipelines.music  # noqa: F401
 
 
 def modality_of_class(pipeline_class: str) -> str | None:

@@ -89,10 +89,11 @@ def reference_models(assets: Path = ASSETS) -> dict[str, ModelInfo]:
 
 def builtin_models() -> dict[str, ModelInfo]:
     """Offline models that need no files: built from configs with seeded random weights."""
-    from pipelines import noop, tiny
+    from pipelines import music_models, noop, tiny
 
     small = ModelDefaults(steps=20, guidance_scale=7.5, width=64, height=64)
     return {
+        **music_models.music_models(ASSETS),
         "tiny-sd": ModelInfo(
             "tiny-sd", "image", Family.SD_UNET, "builtin", "tiny-sd", "StableDiffusionPipeline", small,
             "tiny random-weight Stable-Diffusion-architecture pipeline (tests, smoke runs)", tiny.build_tiny_sd,
@@ -351,7 +352,7 @@ def weights_digest(info: ModelInfo) -> str:
     from genaccel import __version__
 
     h = hashlib.sha256(f"{info.name}\0{info.pipeline_class}".encode())
-    if info.builder is not None or info.source == "builtin":
+    if info.source == "builtin":
         h.update(f"builtin\0{__version__}".encode())
         return h.hexdigest()[:32]
     root = Path(info.location)
