@@ -152,7 +152,9 @@ class ModelRegistry:
     def __init__(self, settings: Settings, *, allow_paths: bool = True) -> None:
         self.settings = settings
         self.allow_paths = allow_paths
-        self._builtins = {**builtin_models(), **reference_models(), **load_plugins(settings)}
+        plugins = load_plugins(settings)
+        self._plugins = list(plugins)
+        self._builtins = {**builtin_models(), **reference_models(), **plugins}
 
     def add(self, info: ModelInfo) -> None:
         """Register a model programmatically (tests, plug-ins)."""
@@ -170,7 +172,8 @@ class ModelRegistry:
         for name in ("shapes-sd", "tiny-sd"):
             if name in self._builtins and self._builtins[name].modality == modality:
                 return name
-        same = [info.name for info in self._builtins.values() if info.modality == modality]
+        ordered = [*self._plugins, *self._builtins]  # an operator's plugin models first
+        same = [name for name in ordered if self._builtins[name].modality == modality]
         return same[0] if same else "tiny-sd"
 
     def students(self, info: ModelInfo) -> list[ModelInfo]:
