@@ -54,7 +54,7 @@ class MelCodec:
         return self.config.sample_rate / self.config.hop_length
 
     def frames_for(self, seconds: float) -> int:
-        return int(round(seconds * self.frames_per_second))
+        return round(seconds * self.frames_per_second)
 
     def _stft(self, audio: torch.Tensor) -> torch.Tensor:
         c = self.config

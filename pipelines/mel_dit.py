@@ -160,7 +160,7 @@ class MelDiTPipeline(DiffusionPipeline):  # type: ignore[misc]
         batch = len(prompts)
         patch = self.patch
         frames = self.aligned_frames(audio_length_in_s)
-        samples = int(round(audio_length_in_s * self.sample_rate))
+        samples = round(audio_length_in_s * self.sample_rate)
         dtype = self.transformer.dtype
         states, pooled = self.encode_prompt(prompts)
         cfg = guidance_scale > 1.0

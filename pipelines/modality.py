@@ -141,7 +141,7 @@ those of ``Settings.plugins``."""
 
 def _builtins() -> None:
     """Import the built-in adapters (each registers itself)."""
-    import pipelines.image  # noqa: F401
+    import pipelines.image
     import pipelines.music  # noqa: F401
 
 

@@ -127,7 +127,7 @@ class MusicAdapter:
                 samples = self._mel_piece(pipe, request, windows, seed, step)
             else:
                 samples = self._audio_piece(pipe, request, windows, seed, step)
-            samples = samples[: int(round(p.duration_s * rate))]
+            samples = samples[: round(p.duration_s * rate)]
             if p.loudness_db is not None:
                 samples, _ = normalise_loudness(samples, rate, p.loudness_db)
             if p.fade_s:
@@ -161,7 +161,7 @@ class MusicAdapter:
                 kwargs.update(callback=lambda i, t, latents: step(i, 0), callback_steps=1)
             audio = np.asarray(self._call(pipe, **{k: v for k, v in kwargs.items() if k in accepted}).audios[0])
             pieces.append(audio.T.astype(np.float32))  # (channels, n) -> (n, channels)
-        return crossfade(pieces, int(round(min(OVERLAP_S, windows[0].seconds / 2) * rate)))
+        return crossfade(pieces, round(min(OVERLAP_S, windows[0].seconds / 2) * rate))
 
     def _mel_piece(self, pipe: Any, request: JobRequest, windows: list[Window], seed: int, step: Any) -> np.ndarray:
         """Mel DiT: each window continues the previous one; one Griffin-Lim pass at the end."""

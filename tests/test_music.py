@@ -116,8 +116,9 @@ def mel_dit(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from pipelines.mel_dit import MelDiTConfig, MelDiTPipeline, build_mel_dit
 
     folder = tmp_path_factory.mktemp("mel") / "mel-dit"
+    codec = MelCodecConfig(mean=-7.5, std=4.7, griffin_lim_iters=2)
     build_mel_dit(MelDiTConfig(layers=2, heads=2, kv_heads=1, head_dim=16, text_dim=32, text_layers=1),
-                  caption_words(), codec=MelCodecConfig(mean=-7.5, std=4.7, griffin_lim_iters=2)).save_pretrained(folder)
+                  caption_words(), codec=codec).save_pretrained(folder)
     pipe = MelDiTPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     return pipe

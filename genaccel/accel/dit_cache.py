@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.hooks.faster_cache import (
     _FASTER_CACHE_BLOCK_HOOK,
     _FASTER_CACHE_DENOISER_HOOK,
@@ -50,7 +51,6 @@ from diffusers.hooks.first_block_cache import (
     FirstBlockCacheConfig,
     apply_first_block_cache,
 )
-from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.hooks.hooks import CacheContext, _set_cache_context
 from diffusers.hooks.mag_cache import (
     _MAG_CACHE_BLOCK_HOOK,

@@ -168,7 +168,7 @@ def render(spec: MelodySpec, seed: int, seconds: float = CLIP_SECONDS,
     out = np.zeros(total, dtype=np.float64)
     beat = 60.0 / spec.bpm
     for i, midi in enumerate(spec.notes(seconds)):
-        start = int(round(i * beat * sample_rate))
+        start = round(i * beat * sample_rate)
         if start >= total:
             break
         note = render_note(spec.timbre, midi, beat * 0.88, rng, sample_rate)

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
             **{attr: float(np.mean([s["attributes"][attr] for s in scores]))
                for attr in ("timbre", "key", "contour", "bpm", "tempo_word")},
         }
-    write_log(args.out / "train_log.json", started, train_clips=int(len(rows)), test_clips=args.test,
+    write_log(args.out / "train_log.json", started, train_clips=len(rows), test_clips=args.test,
               held_out=results)
     print(results)
 
