@@ -73,6 +73,10 @@ PROFILES: dict[str, Profile] = {
                     Recipe((_t("solver"), _t("taylorseer", interval=2, warmup=3)), steps=8)),
     ),
 }
+# audio DiTs (Stable Audio, music-ref) already sample with EDM DPM-Solver++: fewer steps, then a cache
+for _name, _recipe in {"balanced": Recipe(steps=15), "fast": Recipe(steps=10),
+                       "max": Recipe((_t("taylorseer", interval=2, warmup=3),), steps=8)}.items():
+    PROFILES[_name].recipes[Family.AUDIO_DIT] = _recipe
 PROFILES["turbo"] = Profile(
     "turbo", "the model's distilled few-step student where it has one (e.g. shapes-sd -> shapes-sd-lcm, 4 steps, "
     "one pass per step), with its own sampler and step count; otherwise the max recipe (training-free)",

@@ -159,8 +159,9 @@ def test_ui_builds_with_and_without_api_keys(settings: Settings, keys: bool) -> 
     by_id = {b.elem_id: b for b in blocks.blocks.values() if getattr(b, "elem_id", None)}
     assert by_id["api-key-row"].visible is keys  # type: ignore[attr-defined]
     assert {"image-prompt", "image-generate", "image-stop", "history-table", "compare-go"} <= by_id.keys()
-    for modality in ("video", "speech", "music"):
+    for modality in ("video", "speech"):
         assert f"no {modality} pipeline is available" in by_id[f"{modality}-unavailable"].value  # type: ignore[attr-defined]
+    assert {"music-prompt", "music-duration", "music-loudness", "music-fade", "music-format"} <= by_id.keys()
     labels = {b.label for b in blocks.blocks.values() if isinstance(b, gr.Tab)}
     assert labels == {"Image", "Video", "Speech", "Music", "Queue & history", "Side by side"}
 
