@@ -33,7 +33,10 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         return
     for i in infos:
         d = i.defaults
-        _out(f"{i.name:<24} {i.modality:<6} {i.family:<10} {i.source:<8} {d.width}x{d.height} {d.steps} steps  "
+        size = f"{d.width}x{d.height}"
+        if d.sample_rate:  # audio: rate and default length instead of a picture size
+            size = f"{d.sample_rate / 1000:g}kHz {d.duration_s or 0:g}s"
+        _out(f"{i.name:<24} {i.modality:<6} {i.family:<10} {i.source:<8} {size} {d.steps} steps  "
              f"{i.description}")
 
 
