@@ -29,7 +29,7 @@ from genaccel.refdata.music import caption_variant, random_spec
 from genaccel.settings import Settings
 from genaccel.spec import JobRequest, TechniqueSpec
 from pipelines.loader import load_pipeline
-from pipelines.modality import RunHooks
+from pipelines.modality import AudioOutput, RunHooks
 from pipelines.music import MusicAdapter
 from pipelines.prepare import prepare_request, technique_configs
 from pipelines.registry import ModelRegistry
@@ -67,6 +67,7 @@ def run_row(pipe: Any, request: JobRequest, family: str) -> tuple[np.ndarray, fl
             wall = time.perf_counter() - started
     finally:
         techniques.remove()
+    assert isinstance(out, AudioOutput)
     return out.samples[:, 0], wall, counter.seconds
 
 
