@@ -43,6 +43,7 @@ ROWS: dict[str, tuple[str, tuple[TechniqueSpec, ...]]] = {
     "pab": ("off", (TechniqueSpec(name="pab"),)),
     "fastercache": ("off", (TechniqueSpec(name="fastercache"),)),
     "taylorseer": ("off", (TechniqueSpec(name="taylorseer"),)),
+    "magcache": ("off", (TechniqueSpec(name="magcache"),)),  # ratios from the model's genaccel.json
 }
 
 
