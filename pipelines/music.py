@@ -1,5 +1,6 @@
 """Music adapter: text to music and sound on Stable Audio (``StableAudioPipeline``: DiT + Oobleck
-autoencoder) and on genaccel's mel-space DiT (``MelDiTPipeline``, ``music-ref``).
+autoencoder), AudioLDM 2 (``AudioLDM2Pipeline``: UNet on a mel VAE, HiFi-GAN vocoder) and on
+genaccel's mel-space DiT (``MelDiTPipeline``, ``music-ref``).
 
 A request names a duration (bounded per model), prompt, negative prompt, seed, steps, guidance
 and number of outputs; each output is made with its own generator (seed, seed + 1, ...), so
@@ -7,12 +8,9 @@ and number of outputs; each output is made with its own generator (seed, seed + 
 overlapping windows (DiffRhythm-style full-length output): on the mel DiT each window continues
 the previous one (its first frames are held to the previous window's last ones while sampling,
 RePaint-style) and the mel frames are crossfaded before one Griffin-Lim pass; on Stable Audio the
-windows are sampled apart and joined with equal-power crossfades. Progress counts every step of
-every window. Optional loudness normalisation (BS.1770) and fades run on the finished clip.
-
-AudioLDM 2 is not served: its tiny offline build needs a CLAP model, a GPT-2 language model, a
-projection model, a T5 encoder, a mel VAE and a HiFi-GAN vocoder all built and tokenised offline,
-and none of them would be trained here; see docs/music.md.
+windows are sampled apart and joined with equal-power crossfades (AudioLDM 2 alike). Progress
+counts every step of every window. Optional loudness normalisation (BS.1770) and fades run on the
+finished clip.
 """
 
 from __future__ import annotations
@@ -36,7 +34,8 @@ from pipelines.modality import AudioOutput, Output, RunHooks, check_format, regi
 if TYPE_CHECKING:
     from pipelines.registry import ModelInfo
 
-SERVED = ("StableAudioPipeline", "MelDiTPipeline")
+SERVED = ("StableAudioPipeline", "AudioLDM2Pipeline", "MelDiTPipeline")
+AUDIOLDM2_WINDOW_S = 10.24  # AudioLDM 2's own default length
 OVERLAP_S = 1.0
 
 
@@ -65,6 +64,8 @@ def window_seconds(pipe: Any) -> float:
     """The longest clip the pipeline makes in one call."""
     if type(pipe).__name__ == "StableAudioPipeline":
         return float(pipe.transformer.config.sample_size * pipe.vae.hop_length / pipe.vae.config.sampling_rate)
+    if type(pipe).__name__ == "AudioLDM2Pipeline":
+        return AUDIOLDM2_WINDOW_S
     return float(getattr(pipe, "window_s", 4.0))
 
 
@@ -72,6 +73,8 @@ def sample_rate_of(pipe: Any) -> tuple[int, int]:
     """``(sample rate, channels)`` of a pipeline's output."""
     if type(pipe).__name__ == "StableAudioPipeline":
         return int(pipe.vae.config.sampling_rate), int(pipe.vae.config.audio_channels)
+    if type(pipe).__name__ == "AudioLDM2Pipeline":
+        return int(pipe.vocoder.config.sampling_rate), 1
     return int(pipe.sample_rate), 1
 
 
@@ -127,7 +130,10 @@ class MusicAdapter:
                 samples = self._mel_piece(pipe, request, windows, seed, step)
             else:
                 samples = self._audio_piece(pipe, request, windows, seed, step)
-            samples = samples[: round(p.duration_s * rate)]
+            length = round(p.duration_s * rate)
+            samples = samples[:length]
+            if len(samples) < length:  # a vocoder's hop can fall short of the exact length by a few samples
+                samples = np.pad(samples, ((0, length - len(samples)), (0, 0)))
             if p.loudness_db is not None:
                 samples, _ = normalise_loudness(samples, rate, p.loudness_db)
             if p.fade_s:
@@ -143,23 +149,25 @@ class MusicAdapter:
 
     def _audio_piece(self, pipe: Any, request: JobRequest, windows: list[Window], seed: int,
                      step: Any) -> np.ndarray:
-        """Stable Audio: each window sampled with its own generator, joined by crossfades."""
+        """Stable Audio, AudioLDM 2: each window sampled with its own generator, joined by crossfades."""
         p = request.params
-        rate, _ = sample_rate_of(pipe)
+        rate, channels = sample_rate_of(pipe)
+        accepted = _accepted(pipe.__call__)
+        length_key = "audio_end_in_s" if "audio_end_in_s" in accepted else "audio_length_in_s"
         pieces = []
         for w, window in enumerate(windows):
             gen = torch.Generator("cpu").manual_seed((seed + 1_000_003 * w) % 2**32)
             kwargs: dict[str, Any] = {
                 "prompt": request.prompt, "negative_prompt": request.negative_prompt or None,
-                "audio_end_in_s": window.seconds, "num_inference_steps": p.steps, "guidance_scale": p.guidance_scale,
+                length_key: window.seconds, "num_inference_steps": p.steps, "guidance_scale": p.guidance_scale,
                 "num_waveforms_per_prompt": 1, "generator": gen, "output_type": "np",
             }
-            accepted = _accepted(pipe.__call__)
             if "callback_on_step_end" in accepted:
                 kwargs["callback_on_step_end"] = lambda _p, i, t, tensors: (step(i, 0), tensors)[1]
             else:
                 kwargs.update(callback=lambda i, t, latents: step(i, 0), callback_steps=1)
             audio = np.asarray(self._call(pipe, **{k: v for k, v in kwargs.items() if k in accepted}).audios[0])
+            audio = audio.reshape(channels, -1) if audio.ndim == 1 else audio  # AudioLDM 2: (n,)
             pieces.append(audio.T.astype(np.float32))  # (channels, n) -> (n, channels)
         return crossfade(pieces, round(min(OVERLAP_S, windows[0].seconds / 2) * rate))
 

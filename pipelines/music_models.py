@@ -22,7 +22,7 @@ def load_music_ref(path: Path) -> Any:
 
 
 def music_models(assets: Path) -> dict[str, ModelInfo]:
-    from pipelines.tiny_audio import TINY_SAMPLE_RATE, TINY_WINDOW_S, build_tiny_stable_audio
+    from pipelines.tiny_audio import TINY_SAMPLE_RATE, TINY_WINDOW_S, build_tiny_audioldm2, build_tiny_stable_audio
 
     found: dict[str, ModelInfo] = {}
     path = assets / "music-ref"
@@ -39,6 +39,13 @@ def music_models(assets: Path) -> dict[str, ModelInfo]:
                           max_duration_s=30.0, sample_rate=TINY_SAMPLE_RATE, channels=1, output_format="wav"),
             "tiny random-weight Stable-Audio-architecture pipeline, EDM DPM-Solver (tests, smoke runs)",
             build_tiny_stable_audio,
+        ),
+        "tiny-audioldm2": ModelInfo(
+            "tiny-audioldm2", "music", Family.OTHER, "builtin", "tiny-audioldm2", "AudioLDM2Pipeline",
+            ModelDefaults(steps=10, guidance_scale=3.5, width=0, height=0, duration_s=1.0, max_duration_s=20.0,
+                          sample_rate=TINY_SAMPLE_RATE, channels=1, output_format="wav"),
+            "tiny random-weight AudioLDM-2-architecture pipeline (UNet, CLAP + T5 + GPT-2, HiFi-GAN; tests)",
+            build_tiny_audioldm2,
         ),
     }
     return found

@@ -118,6 +118,8 @@ def text_to_image_classes() -> set[str]:
 
 
 def family_of(pipeline_class: str, components: dict[str, Any]) -> Family:
+    if "Audio" in pipeline_class:  # Stable Audio's DiT; AudioLDM 2's audio UNet takes no image technique
+        return Family.AUDIO_DIT if "transformer" in components else Family.OTHER
     if "unet" in components:
         return Family.SDXL_UNET if "XL" in pipeline_class else Family.SD_UNET
     if "transformer" in components:

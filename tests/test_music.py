@@ -108,6 +108,16 @@ def test_stable_audio_long_piece_from_windows(settings: Settings, stable_audio: 
     np.testing.assert_array_equal(again.samples, first.samples)  # num_outputs never changes a clip
 
 
+def test_audioldm2_runs_offline_through_the_adapter(settings: Settings) -> None:
+    registry = ModelRegistry(settings)
+    info = registry.resolve("tiny-audioldm2")
+    request = prepared(settings, registry, prompt="birdsong", model="tiny-audioldm2", duration=1.0, steps=2, seed=2)
+    assert info.pipeline_class == "AudioLDM2Pipeline" and MusicAdapter().serves(info.pipeline_class)
+    steps = Steps()
+    (out,) = MusicAdapter().generate(info.builder(), [request], RunHooks(steps))[0]  # type: ignore[misc]
+    assert out.samples.shape == (16_000, 1) and out.sample_rate == 16_000 and steps.seen[-1] == (2, 2)
+
+
 @pytest.fixture(scope="module")
 def mel_dit(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A random tiny mel DiT saved and loaded like ``music-ref``."""
