@@ -16,8 +16,13 @@ MUSIC_REF_DEFAULTS = ModelDefaults(steps=25, guidance_scale=3.0, width=0, height
 
 
 def load_music_ref(path: Path) -> Any:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     from pipelines.mel_dit import MelDiTPipeline
 
+    diffusers_logging.disable_progress_bar()  # job progress is ours; no loader bars in logs
+    transformers_logging.disable_progress_bar()
     return MelDiTPipeline.from_pretrained(path, use_safetensors=True, local_files_only=True)
 
 
