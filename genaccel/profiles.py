@@ -83,6 +83,11 @@ for _name, _every in (("balanced", 2), ("fast", 3), ("max", 4)):
         Family.VIDEO_DIT: Recipe((_t("taylorseer", interval=_every, warmup=3),)),
         Family.VIDEO_UNET: Recipe((_t("deepcache", interval=_every),)),
     })
+
+# audio DiTs (Stable Audio, music-ref) already sample with EDM DPM-Solver++: fewer steps, then a cache
+for _name, _recipe in {"balanced": Recipe(steps=15), "fast": Recipe(steps=10),
+                       "max": Recipe((_t("taylorseer", interval=2, warmup=3),), steps=8)}.items():
+    PROFILES[_name].recipes[Family.AUDIO_DIT] = _recipe
 PROFILES["turbo"] = Profile(
     "turbo", "the model's distilled few-step student where it has one (e.g. shapes-sd -> shapes-sd-lcm, 4 steps, "
     "one pass per step), with its own sampler and step count; otherwise the max recipe (training-free)",

@@ -35,11 +35,14 @@ FLAT_ALIASES: dict[str, str] = {
     "init": "init_image",
     "text": "prompt",
     "format": "output_format",
+    "loudness": "loudness_db",
+    "fade": "fade_s",
 }
 TOP_LEVEL_FIELDS = ("modality", "prompt", "negative_prompt", "model", "profile", "techniques", "priority", "cache")
 PARAM_FIELDS = (
     "steps", "guidance_scale", "seed", "width", "height", "num_outputs",
     "init_image", "strength", "num_frames", "fps", "duration_s", "voice", "speed", "output_format",
+    "loudness_db", "fade_s",
 )
 # Fields that only make sense for some modalities.
 MODALITY_ONLY: dict[str, tuple[str, ...]] = {
@@ -50,6 +53,8 @@ MODALITY_ONLY: dict[str, tuple[str, ...]] = {
     "strength": ("image", "video"),
     "voice": ("speech",),
     "speed": ("speech",),
+    "loudness_db": ("speech", "music"),
+    "fade_s": ("speech", "music"),
 }
 
 
@@ -81,6 +86,10 @@ class GenParams(BaseModel):
     """A voice the speech model offers (see ``genaccel models``)."""
     speed: float | None = None
     """Speaking rate for speech, 1 = the voice's own."""
+    loudness_db: float | None = None
+    """Normalise each audio output to this integrated loudness (LUFS, ITU-R BS.1770), e.g. -14."""
+    fade_s: float | None = None
+    """Fade each audio output in and out over this many seconds."""
     output_format: str | None = None
     """File format of the outputs (png; mp4, webm, gif; wav, flac, mp3, ogg): the model's default when unset."""
 
@@ -227,6 +236,10 @@ def validate_request(req: JobRequest, limits: Limits) -> None:
     if p.duration_s is not None and not 0 < p.duration_s <= limits.duration_max_s:
         raise InvalidRequest("duration_s", p.duration_s, f"must be in (0, {limits.duration_max_s:g}] seconds",
                              "pass --duration such as 5")
+    if p.loudness_db is not None:
+        _check_range("loudness_db", p.loudness_db, -60, -5, "pass --loudness such as -14 (LUFS)")
+    if p.fade_s is not None:
+        _check_range("fade_s", p.fade_s, 0, 10, "pass --fade such as 0.05 (seconds)")
     if p.speed is not None:
         _check_range("speed", p.speed, limits.speed_min, limits.speed_max,
                      f"pass --speed between {limits.speed_min:g} and {limits.speed_max:g} (1 is the voice's own)")

@@ -146,6 +146,7 @@ those of ``Settings.plugins``."""
 def _builtins() -> None:
     """Import the built-in adapters (each registers itself)."""
     import pipelines.image
+    import pipelines.music
     import pipelines.speech
     import pipelines.video  # noqa: F401
 

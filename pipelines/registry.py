@@ -95,10 +95,11 @@ def reference_models(assets: Path = ASSETS) -> dict[str, ModelInfo]:
 
 def builtin_models() -> dict[str, ModelInfo]:
     """Offline models that need no files: built from configs with seeded random weights."""
-    from pipelines import noop, tiny
+    from pipelines import music_models, noop, tiny
 
     small = ModelDefaults(steps=20, guidance_scale=7.5, width=64, height=64)
     return {
+        **music_models.music_models(ASSETS),
         "tiny-sd": ModelInfo(
             "tiny-sd", "image", Family.SD_UNET, "builtin", "tiny-sd", "StableDiffusionPipeline", small,
             "tiny random-weight Stable-Diffusion-architecture pipeline (tests, smoke runs)", tiny.build_tiny_sd,
@@ -200,6 +201,8 @@ def family_of(pipeline_class: str, components: dict[str, Any]) -> Family:
         return Family.VIDEO_UNET
     if "transformer" in components and any(k in pipeline_class for k in ("Wan", "LTX", "Latte", "CogVideo")):
         return Family.VIDEO_DIT
+    if "Audio" in pipeline_class:  # Stable Audio's DiT; AudioLDM 2's audio UNet takes no image technique
+        return Family.AUDIO_DIT if "transformer" in components else Family.OTHER
     if "unet" in components:
         return Family.SDXL_UNET if "XL" in pipeline_class else Family.SD_UNET
     if "transformer" in components:
@@ -234,7 +237,9 @@ class ModelRegistry:
     def __init__(self, settings: Settings, *, allow_paths: bool = True) -> None:
         self.settings = settings
         self.allow_paths = allow_paths
-        self._builtins = {**builtin_models(), **reference_models(), **load_plugins(settings)}
+        plugins = load_plugins(settings)
+        self._plugins = list(plugins)
+        self._builtins = {**builtin_models(), **reference_models(), **plugins}
 
     def add(self, info: ModelInfo) -> None:
         """Register a model programmatically (tests, plug-ins)."""
@@ -252,7 +257,8 @@ class ModelRegistry:
         for name in ("shapes-sd", "tiny-sd", "shapes-video"):
             if name in self._builtins and self._builtins[name].modality == modality:
                 return name
-        same = [info.name for info in self._builtins.values() if info.modality == modality]
+        ordered = [*self._plugins, *self._builtins]  # an operator's plugin models first
+        same = [name for name in ordered if self._builtins[name].modality == modality]
         return same[0] if same else "tiny-sd"
 
     def students(self, info: ModelInfo) -> list[ModelInfo]:
@@ -434,7 +440,7 @@ def weights_digest(info: ModelInfo) -> str:
     from genaccel import __version__
 
     h = hashlib.sha256(f"{info.name}\0{info.pipeline_class}".encode())
-    if info.builder is not None or info.source == "builtin":
+    if info.source == "builtin":
         h.update(f"builtin\0{__version__}".encode())
         return h.hexdigest()[:32]
     root = Path(info.location)

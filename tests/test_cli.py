@@ -54,7 +54,7 @@ def test_render_json_and_from_artifact(capsys: pytest.CaptureFixture[str], tmp_p
         (["a cat", "--width", "100"], "width=100 is invalid: must be a multiple of 8; fix: pass --width 96"),
         ([""], "prompt='' is invalid: must have 1..2000 characters"),
         (["x" * 10_000], "(10000 chars) is invalid: must have 1..2000 characters (got 10000); fix: shorten"),
-        (["a cat", "--model", "nope"], "model='nope' is invalid: no such model; fix: use one of: noop, "),
+        (["a cat", "--model", "nope"], "model='nope' is invalid: no such model; fix: use one of: "),
         (["a cat", "--modality", "smell"], "modality='smell' is invalid"),
         (["a cat", "--modality", "video", "--model", "tiny-sd"], "model='tiny-sd' is invalid: serves image, not video"),
         (["--steps", "2"], "prompt is missing; fix: pass a PROMPT argument or --from FILE (a genaccel artifact)"),

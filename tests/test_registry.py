@@ -26,7 +26,8 @@ def test_builtins_resolve_without_loading(settings: Settings) -> None:
 
 
 def test_unknown_model_lists_choices(settings: Settings) -> None:
-    with pytest.raises(UnknownModel, match=r"nope. is invalid: no such model; fix: use one of: noop, .*, tiny-sd"):
+    choices = r"(.*, )?noop, .*, tiny-sd(, tiny-stable-audio)? "
+    with pytest.raises(UnknownModel, match=r"nope. is invalid: no such model; fix: use one of: " + choices):
         ModelRegistry(settings).resolve("nope")
 
 

@@ -164,6 +164,7 @@ def test_ui_builds_with_and_without_api_keys(settings: Settings, keys: bool) -> 
 
     for modality in sorted({"video", "speech", "music"} - set(served_modalities())):
         assert f"no {modality} pipeline is available" in by_id[f"{modality}-unavailable"].value  # type: ignore[attr-defined]
+    assert {"music-prompt", "music-duration", "music-loudness", "music-fade", "music-format"} <= by_id.keys()
     labels = {b.label for b in blocks.blocks.values() if isinstance(b, gr.Tab)}
     assert labels == {"Image", "Video", "Speech", "Music", "Queue & history", "Side by side"}
 

@@ -41,7 +41,7 @@ def _number_box(label: str, default: float | None, elem_id: str, empty: str = ""
 
 
 INTEGER_FIELDS = frozenset({"seed", "width", "height", "frames"})
-NUMBER_FIELDS = frozenset({*INTEGER_FIELDS, "guidance", "fps", "duration", "speed"})
+NUMBER_FIELDS = frozenset({*INTEGER_FIELDS, "guidance", "fps", "duration", "speed", "loudness", "fade"})
 
 
 def tab_fields(models: Iterable[ModelInfo]) -> set[str]:
@@ -66,6 +66,11 @@ def _modality_fields(honoured: set[str], models: dict[str, ModelInfo], default: 
         most = d.max_duration_s or limits.duration_max_s
         fields["duration"] = _number_box(f"Duration in seconds (up to {most:g})", d.duration_s,
                                          f"{modality}-duration")
+    if "loudness_db" in honoured:
+        fields["loudness"] = _number_box("Loudness in LUFS (-60 to -5, e.g. -14)", None, f"{modality}-loudness",
+                                         empty="as generated")
+    if "fade_s" in honoured:
+        fields["fade"] = _number_box("Fade in/out in seconds", None, f"{modality}-fade", empty="none")
     if "voice" in honoured:
         voices = sorted({v for m in models.values() for v in m.defaults.voices})
         fields["voice"] = gr.Dropdown(voices, value=d.voices[0] if d.voices else None, label="Voice",

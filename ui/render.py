@@ -119,7 +119,9 @@ def outputs_html(job: Job, url_for: UrlFor) -> str:
         elif art.media_type.startswith("video/"):
             media = f'<video src="{src}" controls loop playsinline width="256"></video>'
         elif art.media_type.startswith("audio/"):
-            media = f'<audio src="{src}" controls></audio>'
+            spectrogram = html.escape(url_for(job.id, art.name.rsplit(".", 1)[0] + ".spectrogram.png"))
+            media = (f'<audio src="{src}" controls></audio><br><img class="ga-spectrogram" src="{spectrogram}" '
+                     f'alt="spectrogram of {name}" width="256">')
         else:
             media = ""
         seed = f" · seed {art.seed}" if art.seed is not None else ""

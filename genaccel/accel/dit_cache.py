@@ -13,7 +13,13 @@ hook on the transformer instance:
   residuals averaged over the whole batch, so a picture would depend on which other requests
   shared its batch. With ``per_sample`` (the default) each row of the batch runs under its own
   context, so each keeps its own residuals and decisions;
-* a **reset** before every job (``Handle.reset``), so no state leaks between jobs.
+* a **reset** before every job (``Handle.reset``), so no state leaks between jobs;
+* the **block metadata** of ``StableAudioDiTBlock`` (Stable Audio, genaccel's mel DiT), which
+  diffusers does not register, so the first-block cache and MagCache can find its output;
+* timesteps **mapped onto 0-1000** (1000 = pure noise) from the scheduler's own range, so the
+  PAB and FasterCache windows (written in DDPM's 0-1000 timesteps) fire on every scheduler: EDM
+  schedulers (Stable Audio) pass ``0.25 * log(sigma)``, about 1.1 down to -1.55, which a raw
+  window never contains.
 
 One request uses one of them (``exclusive``: they share the context hook). FasterCache assumes
 batches of unconditional and conditional halves, so requests without classifier-free guidance are
@@ -32,6 +38,7 @@ from typing import Any, ClassVar
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.hooks.faster_cache import (
     _FASTER_CACHE_BLOCK_HOOK,
     _FASTER_CACHE_DENOISER_HOOK,
@@ -67,6 +74,33 @@ from genaccel.errors import InvalidRequest
 from genaccel.families import DITS, UNETS, Family
 
 CONTEXT_HOOK = "genaccel_dit_context"
+
+
+def register_audio_blocks() -> None:
+    """Tell diffusers where ``StableAudioDiTBlock`` returns its hidden states (it returns one
+    tensor and takes no separate encoder stream), so block-skipping caches can wrap it."""
+    from diffusers.models.transformers.stable_audio_transformer import StableAudioDiTBlock
+
+    TransformerBlockRegistry.register(StableAudioDiTBlock, TransformerBlockMetadata(
+        return_hidden_states_index=0, return_encoder_hidden_states_index=None))
+
+
+register_audio_blocks()
+
+
+def timestep_scale(pipe: Any) -> Any:
+    """``f(t) -> 0..1000``: where the timestep ``t`` a pipeline passes its transformer sits in
+    its scheduler's range, in DDPM's convention (1000 = pure noise). EDM schedulers pass
+    ``0.25 * log(sigma)``: mapped linearly between sigma_min and sigma_max. Schedulers already on
+    a 0-1000 scale (DDPM, DDIM, DPM-Solver, flow matching's ``sigma * 1000``) are left as they are."""
+    scheduler = getattr(pipe, "scheduler", None)
+    noise = getattr(scheduler, "precondition_noise", None)
+    config = getattr(scheduler, "config", None)
+    if noise is None or config is None or "sigma_max" not in config:
+        return lambda t: t
+    low = float(noise(torch.tensor(float(config.sigma_min))).reshape(-1)[0])
+    high = float(noise(torch.tensor(float(config.sigma_max))).reshape(-1)[0])
+    return lambda t: 1000.0 * (t - low) / (high - low)
 DIT_FAMILIES: tuple[Family, ...] = DITS
 """Every transformer denoiser, the speech decoders included."""
 UNET_ALTERNATIVE: dict[Family, str] = dict.fromkeys((*UNETS, Family.VIDEO_UNET), "use deepcache for UNets")
@@ -225,22 +259,42 @@ class _ContextHook(ModelHook):
     """Outermost hook on the transformer: sets the cache context (per row with ``per_sample``),
     records the call's timestep, counts calls."""
 
-    def __init__(self, per_sample: bool) -> None:
+    def __init__(self, per_sample: bool, scale: Any = None) -> None:
         super().__init__()
         self.per_sample = per_sample
         self.calls = 0
         self.timestep = 1000.0
+        self.raw_timestep = 1000.0
+        self.scale = scale or (lambda t: t)
+        self._position: int | None = None
+        self.squeeze = False  # set by _AudioPlaneHook
+
+    def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
+        import inspect
+
+        names = list(inspect.signature(module.forward).parameters)
+        self._position = names.index("timestep") if "timestep" in names else None
+        return module
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         t = kwargs.get("timestep")
+        if t is None and self._position is not None and len(args) > self._position:
+            t = args[self._position]  # Stable Audio passes it positionally
         if isinstance(t, torch.Tensor):
-            self.timestep = float(t.reshape(-1)[0])  # one scalar per call (PAB compares it to its window)
+            self.raw_timestep = float(t.reshape(-1)[0])  # one scalar per call (PAB compares it to its window)
         elif t is not None:
-            self.timestep = float(t)
-        step = self.calls
-        self.calls += 1
+            self.raw_timestep = float(t)
+        self.timestep = float(self.scale(self.raw_timestep))
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         rows = hidden.shape[0] if isinstance(hidden, torch.Tensor) else 1
+        if isinstance(t, torch.Tensor) and t.numel() == 1 and rows > 1:  # one timestep per row, so hooks
+            t = t.reshape(1).expand(rows)  # that split the batch (FasterCache) split it too (Stable Audio)
+            if "timestep" in kwargs:
+                kwargs["timestep"] = t
+            elif self._position is not None:
+                args = (*args[:self._position], t, *args[self._position + 1:])
+        step = self.calls
+        self.calls += 1
         if not self.per_sample or rows == 1:
             return self._call(module, "batch", step, args, kwargs)
         outputs = [self._call(module, f"row{i}", step, _rows(args, i, rows), _rows(kwargs, i, rows))
@@ -249,13 +303,15 @@ class _ContextHook(ModelHook):
 
     def _call(self, module: torch.nn.Module, name: str, step: int, args: Any, kwargs: Any) -> Any:
         _set_cache_context(module, CacheContext(name, step_index=step, timestep=self.timestep))
+        self.squeeze = False
         try:
-            return self.fn_ref.original_forward(*args, **kwargs)
+            output = self.fn_ref.original_forward(*args, **kwargs)
         finally:
             _set_cache_context(module, None)
+        return _map_first(output, lambda t: t.squeeze(1)) if self.squeeze else output
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        self.calls, self.timestep = 0, 1000.0
+        self.calls, self.timestep, self.raw_timestep = 0, 1000.0, 1000.0
         return module
 
 
@@ -281,6 +337,38 @@ def _concat(outputs: list[Any]) -> Any:
     raise TypeError(f"cannot merge per-sample outputs of type {type(first).__name__}")
 
 
+_PLANE_HOOK = "genaccel_audio_plane"
+
+
+class _AudioPlaneHook(ModelHook):
+    """Innermost hook for FasterCache on audio transformers: their output is (B, C, T), while
+    FasterCache's frequency split assumes images and broadcasts a (1, 1, H, W) mask. This shows it
+    the output as (B, 1, C, T) (so the split runs on the channel-time plane); the context hook
+    takes the extra axis off again."""
+
+    def __init__(self, context: _ContextHook) -> None:
+        super().__init__()
+        self.context = context
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        self.context.squeeze = _first(output).ndim == 3
+        return _map_first(output, lambda t: t.unsqueeze(1)) if self.context.squeeze else output
+
+
+def _first(output: Any) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
+def _map_first(output: Any, fn: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        return fn(output)
+    if isinstance(output, tuple):
+        return (fn(output[0]), *output[1:])
+    output.sample = fn(output.sample)
+    return output
+
+
 class _DiTCacheHandle:
     def __init__(self, patches: Patches, transformer: torch.nn.Module, context: _ContextHook) -> None:
         self.patches, self.transformer, self.context = patches, transformer, context
@@ -298,7 +386,7 @@ def _install(pipe: Any, config: Any, apply: Any, hook_names: tuple[str, ...], pe
     transformer = getattr(pipe, "transformer", None)
     if transformer is None:
         raise TypeError(f"{type(pipe).__name__} has no transformer to cache")
-    context = _ContextHook(per_sample)
+    context = _ContextHook(per_sample, lambda t: timestep_scale(pipe)(t))  # the scheduler in use at each call
     with patching(pipe, config) as patches:
         patches.diffusers_hooks(transformer, lambda: apply(transformer, context), hook_names)
         patches.hook(transformer, context, CONTEXT_HOOK)  # registered last: outermost
@@ -354,7 +442,7 @@ def apply_fastercache(pipe: Any, config: FasterCache) -> _DiTCacheHandle:
             # (diffusers 0.42.1 skips whenever the timestep is in the window): the first call is outside
             return OUTSIDE if config.attention_only and context.calls <= 1 else int(context.timestep)
 
-        apply_faster_cache(transformer, FasterCacheConfig(
+        faster = FasterCacheConfig(
             spatial_attention_block_skip_range=config.skip,
             spatial_attention_timestep_skip_range=(-1, config.window_high),
             unconditional_batch_skip_range=config.uncond_skip,
@@ -362,9 +450,15 @@ def apply_fastercache(pipe: Any, config: FasterCache) -> _DiTCacheHandle:
             attention_weight_callback=lambda _: config.attention_weight,
             tensor_format="BCHW", current_timestep_callback=timestep,
             is_guidance_distilled=config.attention_only,
-        ))
+        )
+        # Stable Audio's global (timing) tokens are batched like the hidden states: split them too
+        faster._unconditional_conditional_input_kwargs_identifiers = (
+            *faster._unconditional_conditional_input_kwargs_identifiers, "global_hidden_states")
+        HookRegistry.check_if_exists_or_initialize(transformer).register_hook(_AudioPlaneHook(context), _PLANE_HOOK)
+        apply_faster_cache(transformer, faster)
 
-    return _install(pipe, config, apply, (_FASTER_CACHE_DENOISER_HOOK, _FASTER_CACHE_BLOCK_HOOK), per_sample=False)
+    return _install(pipe, config, apply, (_PLANE_HOOK, _FASTER_CACHE_DENOISER_HOOK, _FASTER_CACHE_BLOCK_HOOK),
+                    per_sample=False)
 
 
 @technique(MagCache)

@@ -89,4 +89,6 @@ def artifact_locations(artifact: Artifact) -> list[str]:
         found.append(f"{folder}/{artifact.sidecar}")
     if artifact.media_type.startswith("video/") or artifact.media_type == "image/gif":
         found.append(f"{folder}/{Path(name).stem}.poster.png")
+    if artifact.media_type.startswith("audio/"):
+        found.append(f"{folder}/{Path(name).stem}.spectrogram.png")
     return found

@@ -1,7 +1,8 @@
 """Audio files through soundfile (libsndfile): WAV (16-bit PCM), FLAC, MP3 and OGG (Vorbis) at
 the model's own sample rate and channel count. The metadata JSON goes into the file's comment
 tag where the format holds it (FLAC, OGG, MP3 always; WAV's INFO chunk up to ``WAV_TAG_MAX``
-bytes) and always into the sidecar."""
+bytes) and always into the sidecar. A spectrogram PNG (``NAME.spectrogram.png``) goes beside
+every audio file."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from genaccel.artifacts.meta import payload, write_atomic, write_sidecar
+from genaccel.artifacts.spectrogram import write_spectrogram
 from genaccel.errors import InvalidRequest
 from genaccel.spec import Artifact, JobRequest
 
@@ -64,6 +66,7 @@ def write_audio(samples: np.ndarray, sample_rate: int, path: Path, fmt: str, req
 
     write_atomic(path, write)
     side = write_sidecar(path, data)
+    write_spectrogram(clipped, sample_rate, path)
     return Artifact(name=path.name, path=str(path.resolve()), media_type=media_type, seed=seed,
                     bytes=path.stat().st_size, duration_s=round(clipped.shape[0] / sample_rate, 4),
                     sample_rate=sample_rate, channels=clipped.shape[1], sidecar=side.name)

@@ -33,9 +33,11 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         return
     for i in infos:
         d = i.defaults
-        shape = f"{d.width}x{d.height}" if d.width else f"{d.sample_rate} Hz" if d.sample_rate else "-"
+        size = f"{d.width}x{d.height}" if d.width else "-"
+        if d.sample_rate:  # audio: rate and default length instead of a picture size
+            size = f"{d.sample_rate / 1000:g}kHz" + (f" {d.duration_s:g}s" if d.duration_s else "")
         voices = f" (voices: {', '.join(d.voices)})" if d.voices else ""
-        _out(f"{i.name:<24} {i.modality:<6} {i.family:<10} {i.source:<8} {shape} {d.steps} steps  "
+        _out(f"{i.name:<24} {i.modality:<6} {i.family:<10} {i.source:<8} {size} {d.steps} steps  "
              f"{i.description}{voices}")
 
 

@@ -66,6 +66,9 @@ Fps = Annotated[float | None, typer.Option("--fps", help="Video frames per secon
 Duration = Annotated[float | None, typer.Option("--duration", help="Audio length in seconds.")]
 Voice = Annotated[str | None, typer.Option("--voice", help="Speech voice (see `genaccel models`).")]
 Speed = Annotated[float | None, typer.Option("--speed", help="Speech rate, 1 = the voice's own.")]
+Loudness = Annotated[float | None, typer.Option("--loudness", help="Audio: normalise to this loudness (LUFS, "
+                                                "e.g. -14).")]
+Fade = Annotated[float | None, typer.Option("--fade", help="Audio: fade in and out over this many seconds.")]
 Format = Annotated[str | None, typer.Option("--format", help="Output file format: png; mp4, webm, gif; "
                                             "wav, flac, mp3, ogg (the model's default when omitted).")]
 Priority = Annotated[int | None, typer.Option("--priority", help="0..9, higher runs sooner.")]

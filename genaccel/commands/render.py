@@ -11,11 +11,13 @@ import typer
 
 from genaccel.commands.common import (
     Duration,
+    Fade,
     Format,
     Fps,
     Frames,
     Guidance,
     Height,
+    Loudness,
     Modality,
     Model,
     Negative,
@@ -51,7 +53,7 @@ def render(
     guidance: Guidance = None, seed: Seed = None, width: Width = None, height: Height = None,
     negative: Negative = None, num_outputs: NumOutputs = None, frames: Frames = None, fps: Fps = None,
     duration: Duration = None, voice: Voice = None, speed: Speed = None, output_format: Format = None,
-    priority: Priority = None, technique: Technique = None,
+    priority: Priority = None, technique: Technique = None, loudness: Loudness = None, fade: Fade = None,
     init: Annotated[Path | None, typer.Option("--init", help="Init image for image-to-image.")] = None,
     strength: Annotated[float | None, typer.Option("--strength", help="img2img strength (0..1].")] = None,
     from_file: Annotated[Path | None, typer.Option("--from", help="Re-run the request stored in an artifact (PNG, "
@@ -68,6 +70,7 @@ def render(
                     width=width, height=height, negative=negative, num_outputs=num_outputs, frames=frames, fps=fps,
                     duration=duration, voice=voice, speed=speed, output_format=output_format, priority=priority,
                     init=str(init) if init else None, strength=strength, cache=False if no_cache else None,
+                    loudness=loudness, fade=fade,
                     techniques=[parse_technique_option(t) for t in technique] if technique else None)
     if from_file is not None:
         from genaccel.artifacts import request_from_artifact
@@ -127,7 +130,7 @@ def batch(
     guidance: Guidance = None, seed: Seed = None, width: Width = None, height: Height = None,
     negative: Negative = None, num_outputs: NumOutputs = None, frames: Frames = None, fps: Fps = None,
     duration: Duration = None, voice: Voice = None, speed: Speed = None, output_format: Format = None,
-    priority: Priority = None, technique: Technique = None,
+    priority: Priority = None, technique: Technique = None, loudness: Loudness = None, fade: Fade = None,
 ) -> None:
     """Render every line of FILE; command-line options are defaults for keys a line leaves out."""
     from genaccel.batch import run_batch
@@ -135,6 +138,7 @@ def batch(
     defaults = _flat(modality=modality, model=model, profile=profile, steps=steps, guidance=guidance, seed=seed,
                      width=width, height=height, negative=negative, num_outputs=num_outputs, frames=frames, fps=fps,
                      duration=duration, voice=voice, speed=speed, output_format=output_format, priority=priority,
+                     loudness=loudness, fade=fade,
                      techniques=[parse_technique_option(t) for t in technique] if technique else None)
     settings = Settings()
     tty = sys.stderr.isatty()

@@ -1,0 +1,152 @@
+"""Music benchmark: every acceleration profile and every DiT cache on a music model, side by side
+in one process, through the job path's own pieces (``prepare_request``, the profile's techniques,
+``MusicAdapter.generate``):
+
+* wall seconds per clip, seconds inside the denoiser, and the real-time factor (compute seconds
+  per second of audio);
+* exact match (every attribute a prompt names read back by ``genaccel.metrics.music``) and note
+  accuracy on synthesiser captions, half full and half natural variants;
+* log-spectral distance of each row's clips against the ``off`` row's at the same seeds.
+
+    python -m genaccel.bench.music --model music-ref --prompts 12 --out bench/results/music.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genaccel.accel import apply_techniques
+from genaccel.bench.measure import DenoiserCounter
+from genaccel.metrics.music import MusicEvaluator, log_spectral_distance
+from genaccel.refdata.music import caption_variant, random_spec
+from genaccel.settings import Settings
+from genaccel.spec import JobRequest, TechniqueSpec
+from pipelines.loader import load_pipeline
+from pipelines.modality import AudioOutput, RunHooks
+from pipelines.music import MusicAdapter
+from pipelines.prepare import prepare_request, technique_configs
+from pipelines.registry import ModelRegistry
+
+ROWS: dict[str, tuple[str, tuple[TechniqueSpec, ...]]] = {
+    "off": ("off", ()),
+    "balanced": ("balanced", ()),
+    "fast": ("fast", ()),
+    "max": ("max", ()),
+    "fbcache": ("off", (TechniqueSpec(name="fbcache"),)),
+    "pab": ("off", (TechniqueSpec(name="pab"),)),
+    "fastercache": ("off", (TechniqueSpec(name="fastercache"),)),
+    "taylorseer": ("off", (TechniqueSpec(name="taylorseer"),)),
+    "magcache": ("off", (TechniqueSpec(name="magcache"),)),  # ratios from the model's genaccel.json
+}
+
+
+def prompts(count: int, seed: int = 777) -> list[str]:
+    """Half full captions, half natural variants (fewer attributes named)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        spec = random_spec(rng)
+        out.append(spec.caption() if i % 2 == 0 else caption_variant(spec, rng))
+    return out
+
+
+def run_row(pipe: Any, request: JobRequest, family: str) -> tuple[np.ndarray, float, float]:
+    """``(samples, wall seconds, denoiser seconds)`` of one request with its techniques on."""
+    techniques = apply_techniques(pipe, technique_configs(request, family))
+    try:
+        techniques.reset()
+        with DenoiserCounter(pipe) as counter:
+            started = time.perf_counter()
+            out = MusicAdapter().generate(pipe, [request], RunHooks(lambda s, t: None))[0][0]
+            wall = time.perf_counter() - started
+    finally:
+        techniques.remove()
+    assert isinstance(out, AudioOutput)
+    return out.samples[:, 0], wall, counter.seconds
+
+
+def bench(model: str, count: int, rows: list[str], duration: float | None = None) -> dict[str, Any]:
+    settings = Settings()
+    registry = ModelRegistry(settings)
+    info = registry.resolve(model)
+    pipe = load_pipeline(info, torch.device("cpu"), torch.float32)
+    evaluator = MusicEvaluator.load()
+    texts = prompts(count)
+    results: dict[str, Any] = {"model": model, "prompts": count, "torch_threads": torch.get_num_threads(),
+                               "rows": {}}
+    warm = prepare_request(JobRequest.from_flat({"modality": "music", "prompt": texts[0], "model": model, "seed": 0,
+                                                 "steps": 2, "duration": duration}), registry, settings)[0]
+    run_row(pipe, warm, info.family)  # warm-up: first-call allocations and lazy imports are not timed
+    baseline: list[np.ndarray] = []
+    for name in rows:
+        profile, techniques = ROWS[name]
+        scores, walls, denoiser, lsd, steps, seconds = [], [], [], [], 0, 0.0
+        for i, text in enumerate(texts):
+            flat: dict[str, Any] = {"modality": "music", "prompt": text, "model": model, "seed": i,
+                                    "profile": profile, "duration": duration}
+            request = prepare_request(JobRequest.from_flat(flat).model_copy(update={"techniques": techniques}),
+                                      registry, settings)[0]
+            samples, wall, inside = run_row(pipe, request, info.family)
+            steps, seconds = request.params.steps or 0, request.params.duration_s or 0.0
+            rate = info.defaults.sample_rate or 16_000
+            scores.append(evaluator.score(samples, rate, text))
+            walls.append(wall)
+            denoiser.append(inside)
+            if name == "off":
+                baseline.append(samples)
+            elif baseline:
+                lsd.append(log_spectral_distance(samples, baseline[i]))
+        accuracy = [s["note_accuracy"] for s in scores if s["note_accuracy"] is not None]
+        results["rows"][name] = {
+            "profile": profile, "techniques": [t.name for t in techniques], "steps": steps,
+            "wall_s_per_clip": round(float(np.mean(walls)), 3),
+            "denoiser_s_per_clip": round(float(np.mean(denoiser)), 3),
+            "rtf": round(float(np.mean(walls)) / seconds, 3) if seconds else None,
+            "exact_match": round(float(np.mean([s["exact"] for s in scores])), 3),
+            "note_accuracy": round(float(np.mean(accuracy)), 3) if accuracy else None,
+            "lsd_vs_off": round(float(np.mean(lsd)), 2) if lsd else None,
+        }
+        print(name, results["rows"][name], flush=True)
+    off = results["rows"].get("off")
+    if off:
+        for row in results["rows"].values():
+            row["denoiser_speedup"] = round(off["denoiser_s_per_clip"] / max(row["denoiser_s_per_clip"], 1e-9), 2)
+            row["speedup"] = round(off["wall_s_per_clip"] / max(row["wall_s_per_clip"], 1e-9), 2)
+    return results
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["| row | steps | wall s/clip | denoiser s/clip | speed-up (denoiser) | RTF | exact match | "
+             "note accuracy | LSD vs off (dB) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results["rows"].items():
+        lines.append(f"| {name} | {r['steps']} | {r['wall_s_per_clip']} | {r['denoiser_s_per_clip']} | "
+                     f"{r.get('speedup', '')}x ({r.get('denoiser_speedup', '')}x) | {r['rtf']} | {r['exact_match']} | "
+                     f"{r['note_accuracy']} | {r['lsd_vs_off'] if r['lsd_vs_off'] is not None else '-'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="music-ref")
+    p.add_argument("--prompts", type=int, default=12)
+    p.add_argument("--rows", default=",".join(ROWS), help="comma-separated: " + ", ".join(ROWS))
+    p.add_argument("--duration", type=float, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=Path("bench/results/music.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = bench(args.model, args.prompts, args.rows.split(","), args.duration)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
