@@ -26,7 +26,7 @@ def test_builtins_resolve_without_loading(settings: Settings) -> None:
 
 
 def test_unknown_model_lists_choices(settings: Settings) -> None:
-    choices = r"(.*, )?noop, .*, tiny-sd(, tiny-stable-audio)? "
+    choices = r"(.*, )?noop, .*, tiny-sd, .*tiny-wan-i2v \(see `genaccel models`\)"
     with pytest.raises(UnknownModel, match=r"nope. is invalid: no such model; fix: use one of: " + choices):
         ModelRegistry(settings).resolve("nope")
 

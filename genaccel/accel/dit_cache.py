@@ -454,7 +454,9 @@ def apply_fastercache(pipe: Any, config: FasterCache) -> _DiTCacheHandle:
         # Stable Audio's global (timing) tokens are batched like the hidden states: split them too
         faster._unconditional_conditional_input_kwargs_identifiers = (
             *faster._unconditional_conditional_input_kwargs_identifiers, "global_hidden_states")
-        HookRegistry.check_if_exists_or_initialize(transformer).register_hook(_AudioPlaneHook(context), _PLANE_HOOK)
+        if "Audio" in type(transformer).__name__:  # (B, C, T) audio, not LTX's packed (B, N, C) tokens
+            HookRegistry.check_if_exists_or_initialize(transformer).register_hook(_AudioPlaneHook(context),
+                                                                                  _PLANE_HOOK)
         apply_faster_cache(transformer, faster)
 
     return _install(pipe, config, apply, (_PLANE_HOOK, _FASTER_CACHE_DENOISER_HOOK, _FASTER_CACHE_BLOCK_HOOK),
