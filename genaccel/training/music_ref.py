@@ -72,11 +72,19 @@ def export(pipe: MelDiTPipeline, ema: EMAModel, params: list[torch.nn.Parameter]
 def train_music_ref(out: Path, work: Path, *, steps: int, batch: int = 16, data: int = 6000, seed: int = 0,
                     lr: float = 4e-4, cfg_dropout: float = 0.1, save_every: int = 100,
                     cfg: MelDiTConfig | None = None, codec_cfg: MelCodecConfig | None = None,
-                    time_limit: float | None = None) -> MelDiTPipeline:
-    """Train (resuming from ``work/dit.pt``) and export to ``out`` every ``save_every`` steps."""
+                    time_limit: float | None = None, init_from: Path | None = None) -> MelDiTPipeline:
+    """Train (resuming from ``work/dit.pt``) and export to ``out`` every ``save_every`` steps.
+    Without a checkpoint, ``init_from`` (an exported ``music-ref`` folder) gives the starting
+    weights and step count, with a fresh optimiser: how a run continues when its checkpoint is gone."""
     cfg = cfg or MelDiTConfig()
     codec_cfg = codec_cfg or MelCodecConfig(mean=-7.5, std=4.7)
     pipe = build_mel_dit(cfg, caption_words(), seed, codec_cfg)
+    first = 0
+    if init_from is not None and not (work / "dit.pt").is_file():
+        trained = MelDiTPipeline.from_pretrained(init_from)
+        pipe.transformer.load_state_dict({k: v.float() for k, v in trained.transformer.state_dict().items()})
+        pipe.text_encoder.load_state_dict({k: v.float() for k, v in trained.text_encoder.state_dict().items()})
+        first = int(json.loads((init_from / "train_state.json").read_text())["step"])
     mels, specs = cached_mels(pipe.codec, work, data, seed + 1)
     mels = mels[..., : mels.shape[-1] // cfg.patch * cfg.patch]
     params = [*pipe.transformer.parameters(), *pipe.text_encoder.parameters()]
@@ -86,7 +94,7 @@ def train_music_ref(out: Path, work: Path, *, steps: int, batch: int = 16, data:
     empty = pipe.tokens([""])[0]
     ckpt = work / "dit.pt"
     state = load_checkpoint(ckpt) if ckpt.is_file() else None
-    start, losses = 0, []
+    start, losses = first, []
     if state is not None:
         pipe.transformer.load_state_dict(state["transformer"])
         pipe.text_encoder.load_state_dict(state["text_encoder"])
@@ -163,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--time-limit", type=float, default=None, help="stop (and export) after this many seconds")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from an exported music-ref folder (fresh optimiser) when WORK has no checkpoint")
     p.add_argument("--calibrate-only", action="store_true", help="only measure MagCache's ratios of --out")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -172,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.time()
     train_music_ref(args.out, args.work, steps=args.steps, batch=args.batch, data=args.data, seed=args.seed,
-                    lr=args.lr, save_every=args.save_every, time_limit=args.time_limit)
+                    lr=args.lr, save_every=args.save_every, time_limit=args.time_limit, init_from=args.init_from)
     state: dict[str, Any] = json.loads((args.out / "train_state.json").read_text())
     write_log(args.out / "train_log.json", started, **state)
 
