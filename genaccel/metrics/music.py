@@ -18,7 +18,6 @@ the audio alone, and says "none" for a clip that holds no melody.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,8 @@ from typing import Any
 import numpy as np
 
 from genaccel.metrics.music_notes import Note, read_notes, read_tempo
+from genaccel.refdata.music import SCALES, TEMPO_WORDS, TIMBRES, TONICS, parse_caption
 
-TIMBRES: tuple[str, ...] = ("flute", "clarinet", "strings", "plucked")
-TONICS: tuple[str, ...] = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-SCALES: dict[str, tuple[int, ...]] = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
-TEMPO_WORDS: dict[str, tuple[int, int]] = {"slow": (60, 79), "moderate": (80, 99), "fast": (100, 120)}
 HARMONICS = 10
 FEATURES = HARMONICS + 4
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "music-evaluator"
@@ -38,33 +34,10 @@ ASSET = Path(__file__).resolve().parents[2] / "assets" / "music-evaluator"
 
 # -- prompt ---------------------------------------------------------------------------------
 
-_KEY_RE = re.compile(r"\b([a-g]#?)\s+(major|minor)\b")
-_BPM_RE = re.compile(r"\b(\d{2,3})\s*bpm\b")
-_TIMBRE_WORDS = {"flute": "flute", "clarinet": "clarinet", "plucked": "plucked", "strings": "strings",
-                 "string": "strings"}
-
-
 def named_attributes(prompt: str) -> dict[str, Any]:
     """What a prompt asks for: ``timbre``, ``key`` ("A minor"), ``bpm``, ``tempo_word``,
-    ``contour`` (absent keys are not named). Same grammar as ``refdata.music.parse_caption``."""
-    low = prompt.lower()
-    out: dict[str, Any] = {}
-    for word in re.findall(r"[a-z]+", low):
-        if word in _TIMBRE_WORDS and "timbre" not in out:
-            out["timbre"] = "plucked" if "plucked" in low.split() else _TIMBRE_WORDS[word]
-    key = _KEY_RE.search(low)
-    if key:
-        out["key"] = f"{key.group(1).upper()} {key.group(2)}"
-    bpm = _BPM_RE.search(low)
-    if bpm:
-        out["bpm"] = int(bpm.group(1))
-    for word in TEMPO_WORDS:
-        if re.search(rf"\b{word}\b", low):
-            out["tempo_word"] = word
-    for contour in ("ascending", "descending", "arch"):
-        if re.search(rf"\b{contour}\b", low):
-            out["contour"] = contour
-    return out
+    ``contour`` (absent keys are not named); the data generator's own caption grammar."""
+    return dict(parse_caption(prompt))
 
 
 # -- reading a clip -------------------------------------------------------------------------
@@ -99,13 +72,6 @@ def key_matches(midis: list[int], key: str, contour: str | None) -> bool:
     if contour is None:
         anchors = [midis[0], midis[-1]]
     return any(a % 12 == tonic for a in anchors)
-
-
-def tempo_word(bpm: float) -> str:
-    for word, (lo, hi) in TEMPO_WORDS.items():
-        if lo <= round(bpm) <= hi:
-            return word
-    return "slow" if bpm < 60 else "fast"
 
 
 def timbre_features(audio: np.ndarray, sample_rate: int, notes: list[Note]) -> np.ndarray | None:

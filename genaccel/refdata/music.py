@@ -230,6 +230,8 @@ def caption_variant(spec: MelodySpec, rng: np.random.Generator) -> str:
 
 _KEY_RE = re.compile(r"\b([a-g]#?)\s+(major|minor)\b")
 _BPM_RE = re.compile(r"\b(\d{2,3})\s*bpm\b")
+_TIMBRE_WORDS = {"flute": "flute", "clarinet": "clarinet", "plucked": "plucked", "strings": "strings",
+                 "string": "strings"}
 
 
 def parse_caption(text: str) -> dict[str, object]:
@@ -237,11 +239,9 @@ def parse_caption(text: str) -> dict[str, object]:
     ``tempo_word``, ``contour``; absent keys are not named."""
     low = text.lower()
     out: dict[str, object] = {}
-    for timbre, word in INSTRUMENT_WORDS.items():
-        if re.search(rf"\b{word.split()[0]}\b", low) or (timbre == "strings" and re.search(r"\bstring melody\b", low)
-                                                         and "plucked" not in low):
-            out["timbre"] = timbre
-            break
+    for word in re.findall(r"[a-z]+", low):  # the first instrument named ("plucked strings": plucked)
+        if word in _TIMBRE_WORDS and "timbre" not in out:
+            out["timbre"] = "plucked" if "plucked" in low.split() else _TIMBRE_WORDS[word]
     key = _KEY_RE.search(low)
     if key:
         out["key"] = f"{key.group(1).upper()} {key.group(2)}"
