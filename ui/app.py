@@ -40,8 +40,8 @@ def build_ui(backend: Backend, *, links: FileLinks | None = None) -> gr.Blocks:
     page = Page(backend, links or FileLinks("/ui/files"))
     keys_on = page.jobs.keys.enabled
     with gr.Blocks(title="genaccel", analytics_enabled=False, delete_cache=(1800, 3600)) as blocks:
-        gr.Markdown("## genaccel\nImages and video (speech and music soon) through the job queue, with "
-                    "acceleration profiles. REST API docs at [/docs](/docs).")
+        gr.Markdown("## genaccel\nImages, video, music and speech through the job queue, with acceleration "
+                    "profiles. REST API docs at [/docs](/docs); OpenAI-compatible routes at /openai/v1.")
         with gr.Row(visible=keys_on, elem_id="api-key-row"):
             key = gr.Textbox(label="API key", type="password", max_lines=1, scale=3, elem_id="api-key",
                              placeholder="this server needs a key: each key sees only its own jobs")
