@@ -94,9 +94,9 @@ def peak_tflops(device: torch.device) -> float | None:
 
 
 def denoiser_of(pipe: Any) -> torch.nn.Module:
-    if isinstance(pipe, DenoiserOnly):
-        return pipe.transformer
-    return pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+    from genaccel.training.prune import denoiser_of as pipeline_denoiser
+
+    return pipe.transformer if isinstance(pipe, DenoiserOnly) else pipeline_denoiser(pipe)
 
 
 def _first(out: Any) -> torch.Tensor:
