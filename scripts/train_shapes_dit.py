@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from genaccel.training.common import training_cli, write_log
+from genaccel.training.common import load_checkpoint, training_cli, write_log
 from genaccel.training.shapes_dit import train_shapes_dit
 
 
@@ -27,11 +27,15 @@ def main() -> None:
     started = time.time()
     train_shapes_dit(args.out, args.work, vae_steps=args.vae_steps, steps=args.unet_steps, batch=args.batch,
                      data=args.data, seed=args.seed, vae_from=args.vae_from, progress=progress,
-                     offset_noise=args.offset_noise, offset_from=args.offset_from, vae_gate=args.vae_gate)
+                     offset_noise=args.offset_noise, offset_from=args.offset_from, vae_gate=args.vae_gate,
+                     natural=args.natural, fg_weight=args.fg_weight,
+                     deadline=started + 60 * args.max_minutes if args.max_minutes else None)
     close()
     write_log(args.out / "train_log.json", started, vae_steps=args.vae_steps, steps=args.unet_steps,
               batch=args.batch, data=args.data, seed=args.seed, vae_from=str(args.vae_from),
-              offset_noise=args.offset_noise, offset_from=args.offset_from)
+              offset_noise=args.offset_noise, offset_from=args.offset_from, natural=args.natural,
+              fg_weight=args.fg_weight, max_minutes=args.max_minutes,
+              steps_reached=int((load_checkpoint(args.work / "dit.pt") or {}).get("step", 0)))
     print(f"saved {args.out} in {time.time() - started:.0f} s")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from genaccel.training.common import training_cli, write_log
+from genaccel.training.common import load_checkpoint, training_cli, write_log
 from genaccel.training.shapes_sd import ShapesSDConfig, train_shapes_sd
 
 
@@ -39,7 +39,8 @@ def main() -> None:
     train_shapes_sd(args.out, args.work, vae_steps=args.vae_steps, unet_steps=args.unet_steps, batch=args.batch,
                     data=args.data, seed=args.seed, progress=progress,
                     offset_noise=args.offset_noise, offset_from=args.offset_from, vae_only=args.vae_only,
-                    vae_gate=args.vae_gate,
+                    vae_gate=args.vae_gate, natural=args.natural, fg_weight=args.fg_weight,
+                    deadline=started + 60 * args.max_minutes if args.max_minutes else None,
                     vae_from=args.vae_from,
                     cfg=ShapesSDConfig(attention_all_levels=args.attention_all_levels, unet_channels=channels,
                                       token_init_std=args.token_init_std))
@@ -51,7 +52,9 @@ def main() -> None:
               batch=args.batch, data=args.data, seed=args.seed,
               offset_noise=args.offset_noise, offset_from=args.offset_from,
               attention_all_levels=args.attention_all_levels, unet_channels=list(channels),
-              vae_from=str(args.vae_from) if args.vae_from else None, token_init_std=args.token_init_std)
+              vae_from=str(args.vae_from) if args.vae_from else None, token_init_std=args.token_init_std,
+              natural=args.natural, fg_weight=args.fg_weight, max_minutes=args.max_minutes,
+              steps_reached=int((load_checkpoint(args.work / "unet.pt") or {}).get("step", 0)))
     print(f"saved {args.out} in {time.time() - started:.0f} s")
 
 

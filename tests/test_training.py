@@ -63,3 +63,54 @@ def test_vae_gate_refuses_a_vae_that_loses_attributes(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "vae_report.json").read_text())
     assert report["exact_match"] == 0.0 and set(report) >= {"shape", "colour", "template_exact_match"}
     assert check_vae(untrained, tmp_path, gate=0.0)["exact_match"] == 0.0  # --vae-gate 0: go on anyway
+
+
+def test_training_captions_are_deterministic_and_mix_natural_and_full_forms() -> None:
+    import torch
+
+    from genaccel.refdata.shapes import parse_caption, sample_specs
+    from genaccel.training.latent_diffusion import CaptionSampler
+
+    specs = sample_specs(64, 3)
+    sampler = CaptionSampler(specs, natural=0.5, seed=1)
+    idx = torch.arange(64)
+    first, again, later = sampler(idx, 10), sampler(idx, 10), sampler(idx, 11)
+    assert first == again and first != later
+    full = [c for c, s in zip(first, specs, strict=True) if c == s.caption()]
+    assert 16 < len(full) < 48  # about half in the fixed full form
+    for caption, spec in zip(first, specs, strict=True):  # every caption names only what is true
+        assert all(getattr(spec, attr) == value for attr, value in parse_caption(caption).items())
+    assert all(c == s.caption() for c, s in zip(CaptionSampler(specs, natural=0.0)(idx, 5), specs, strict=True))
+
+
+def test_every_caption_word_is_one_token_of_the_reference_tokenizers() -> None:
+    import numpy as np
+
+    from genaccel.refdata.shapes import caption_vocabulary, sample_specs
+    from genaccel.training.shapes_dit import ShapesDiTConfig, build_dit_components
+    from genaccel.training.shapes_sd import ShapesSDConfig, build_components
+
+    clip = build_components(ShapesSDConfig())["tokenizer"]
+    t5 = build_dit_components(ShapesDiTConfig())["tokenizer"]
+    rng = np.random.default_rng(0)
+    captions = [s.caption(rng) for s in sample_specs(200, 0)] + ["a huge pink disk, gray background"]
+    for caption in captions:
+        words = re.findall(r"[a-z]+", caption)
+        assert set(words) <= set(caption_vocabulary())
+        assert len(clip(caption).input_ids) <= clip.model_max_length
+        assert len([t for t in clip.tokenize(caption) if t[:-4].isalpha()]) == len(words), clip.tokenize(caption)
+    # T5's unigram pieces carry the word-start mark: a word after a hyphen ("top-right") is spelt out
+    assert all(len(t5.tokenize(word)) == 1 for word in caption_vocabulary())
+
+
+def test_shape_cells_get_the_asked_share_of_the_latent_loss() -> None:
+    import torch
+
+    from genaccel.training.latent_diffusion import share_weights
+
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[0, :, 2:4, 2:4] = 1  # a small shape: 4 of 256 cells
+    mask[1, :, 4:12, 4:12] = 1  # a large one: 64 cells
+    w = share_weights(mask, 1.0)
+    assert torch.allclose(w.mean(dim=(1, 2, 3)), torch.ones(2))
+    assert torch.allclose((w * mask).sum(dim=(1, 2, 3)) / w.sum(dim=(1, 2, 3)), torch.full((2,), 0.5))

@@ -336,6 +336,25 @@ _POSITION_RE = re.compile(
 )
 
 
+def caption_vocabulary() -> list[str]:
+    """Every word a caption of :func:`natural_caption` or :meth:`ShapeSpec.caption` can use, plus the
+    parser's synonyms (so "pink" or "huge" typed by a user is one known token, not bytes)."""
+    words = {"a", "at", "the", "on", "in", "background", "shape", "corner", "against"}
+    for values in ATTRIBUTES.values():
+        for value in values:
+            words.update(value.split())
+    for table in _SAY.values():
+        for options in table.values():
+            words.update(options)
+    for phrases in (*_WHERE.values(), _BG):
+        for phrase in phrases:
+            words.update(re.findall(r"[a-z]+", phrase))
+    for table in _SYNONYMS.values():
+        words.update(table)
+    words.update(w for w in ("top", "bottom", "upper", "lower", "left", "right", "middle", "centre", "center"))
+    return sorted(words)
+
+
 #: Words that name a colour or shape outside the vocabulary: a prompt with one is unparsable.
 UNKNOWN_WORDS: dict[str, frozenset[str]] = {
     "colour": frozenset({"orange", "brown", "violet", "teal", "navy", "gold", "golden", "silver", "beige",

@@ -88,6 +88,12 @@ def training_cli(doc: str, out: str, work: str) -> tuple[Any, Any, Any]:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--offset-noise", type=float, default=0.1, help="offset noise strength (0 = off)")
     p.add_argument("--offset-from", type=int, default=0, help="denoiser step from which offset noise is used")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop the denoiser stage (with a checkpoint) once this many minutes have passed")
+    p.add_argument("--natural", type=float, default=0.5,
+                   help="share of training captions drawn as natural captions (the rest: the fixed full form)")
+    p.add_argument("--fg-weight", type=float, default=1.0,
+                   help="shape cells' share of the latent loss is fg/(1+fg) (0: unweighted)")
     progress, close = training_progress()
     return p, progress, close
 

@@ -84,14 +84,18 @@ def make_student(teacher: Any) -> UNet2DConditionModel:
 
 
 def reference_latents(pipe: Any, count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """Scaled VAE latents and captions of reference-generator images (training split)."""
+    """Scaled VAE latents and captions of reference-generator images (training split); every
+    other caption is a natural one (attributes left out, synonyms, other orders), as the
+    teachers were trained on."""
     from genaccel.refdata.shapes import make_dataset
 
     images, specs = make_dataset(count, seed, split="train")
+    rng = np.random.default_rng([seed, 0xCA7])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     with torch.no_grad():
         latents = torch.cat([pipe.vae.encode(x[i:i + 256]).latent_dist.mean for i in range(0, count, 256)])
-    return latents * pipe.vae.config.scaling_factor, [s.caption() for s in specs]
+    return latents * pipe.vae.config.scaling_factor, [s.caption(rng) if i % 2 else s.caption()
+                                                      for i, s in enumerate(specs)]
 
 
 def teacher_latents(pipe: Any, prompts: list[str], seed: int, steps: int = 25, chunk: int = 16,

@@ -2,11 +2,18 @@
 cached once, then a denoiser and its text encoder trained together (epsilon prediction,
 scaled-linear betas like Stable Diffusion, min-SNR weighting (Hang et al. 2023), caption dropout
 for classifier-free guidance, EMA of the weights). Every stage resumes from its checkpoint.
+
+Two things make the denoiser learn *shape*, not only colour, size and position (issue 15): the
+latent loss gives the cells the shape covers half of each image's weight (``fg_weight``; the
+flat background is most of the latent and is learned first), and captions are drawn afresh
+every step, half in the fixed full form and half as natural captions (attributes left out,
+synonyms, other orders: ``CaptionSampler``), so the model reads the words users type.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,17 +42,27 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def foreground_mask(images: np.ndarray, specs: list[ShapeSpec]) -> torch.Tensor:
+    """(N, 1, H, W) float mask of the pixels that differ from each image's background colour."""
+    from genaccel.refdata.shapes import BACKGROUNDS
+
+    bg = np.array([BACKGROUNDS[s.background] for s in specs], dtype=np.int16)[:, None, None, :]
+    return torch.from_numpy((np.abs(images.astype(np.int16) - bg).max(axis=-1) > 24).astype(np.float32))[:, None]
+
+
+def share_weights(mask: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-element weights (mean 1 over each image) giving the masked elements the share
+    ``weight / (1 + weight)`` of the image's loss, whatever the mask's size."""
+    fg = mask.mean(dim=(1, 2, 3), keepdim=True).clamp(min=1e-3, max=1 - 1e-3)
+    return (1 - mask) / (1 - fg) * (1 / (1 + weight)) + mask / fg * (weight / (1 + weight))
+
+
 def foreground_weights(images: np.ndarray, specs: list[ShapeSpec], weight: float) -> torch.Tensor:
     """Per-pixel loss weights (N, 1, H, W) that give the shape (pixels that differ from the
     background colour) the share ``weight / (1 + weight)`` of each image's loss, whatever its size.
     The shape covers 4-17 % of the image, so an unweighted loss is mostly background and the VAE
     learns the outline of small shapes last."""
-    from genaccel.refdata.shapes import BACKGROUNDS
-
-    bg = np.array([BACKGROUNDS[s.background] for s in specs], dtype=np.int16)[:, None, None, :]
-    mask = torch.from_numpy((np.abs(images.astype(np.int16) - bg).max(axis=-1) > 24).astype(np.float32))[:, None]
-    fg = mask.mean(dim=(1, 2, 3), keepdim=True).clamp(min=1e-3)
-    return (1 - mask) / (1 - fg) * (1 / (1 + weight)) + mask / fg * (weight / (1 + weight))
+    return share_weights(foreground_mask(images, specs), weight)
 
 
 def train_vae(vae: AutoencoderKL, steps: int, batch: int, seed: int, ckpt: Path,
@@ -120,13 +137,18 @@ def vae_report(vae: AutoencoderKL, evaluator_dir: Path, count: int = 256, seed: 
     return report
 
 
-@torch.no_grad()
-def encode_dataset(vae: AutoencoderKL, count: int, seed: int, split: str = "train",
-                   chunk: int = 256) -> tuple[torch.Tensor, list[ShapeSpec]]:
-    """Latent means of ``count`` generated images, unscaled, (N, 4, 16, 16)."""
-    images, specs = make_dataset(count, seed, split=split)
-    latents = [vae.encode(to_pixels(images[i:i + chunk])).latent_dist.mean for i in range(0, count, chunk)]
-    return torch.cat(latents), specs
+class CaptionSampler:
+    """Captions for a training batch: each sample's fixed full caption, or with probability
+    ``natural`` a :func:`~genaccel.refdata.shapes.natural_caption` drawn afresh (deterministic in
+    ``seed`` and the step, so a resumed run sees the same captions)."""
+
+    def __init__(self, specs: list[ShapeSpec], natural: float = 0.5, seed: int = 0) -> None:
+        self.specs, self.natural, self.seed = specs, natural, seed
+
+    def __call__(self, idx: torch.Tensor, step: int) -> list[str]:
+        rng = np.random.default_rng([self.seed, step])
+        return [self.specs[i].caption(rng) if rng.random() < self.natural else self.specs[i].caption()
+                for i in idx.tolist()]
 
 
 def encode_prompts(tokenizer: Any, prompts: list[str]) -> torch.Tensor:
@@ -136,14 +158,19 @@ def encode_prompts(tokenizer: Any, prompts: list[str]) -> torch.Tensor:
 
 def train_denoiser(
     denoiser: torch.nn.Module, text_encoder: torch.nn.Module, tokenizer: Any, forward: Forward,
-    latents: torch.Tensor, captions: list[str], steps: int, batch: int, seed: int,
+    latents: torch.Tensor, captions: CaptionSampler, steps: int, batch: int, seed: int,
     ckpt: Path, lr: float = 5e-4, cfg_dropout: float = 0.1, snr_gamma: float = 5.0,
     offset_noise: float = 0.0, offset_from: int = 0, progress: Progress | None = None,
+    masks: torch.Tensor | None = None, fg_weight: float = 1.0, deadline: float | None = None,
 ) -> tuple[list[float], EMAModel]:
     """Train a denoiser and its text encoder together on scaled latents: epsilon prediction,
     min-SNR weighting, caption dropout (for CFG), EMA; resumable from ``ckpt``.
 
     ``forward(denoiser, text_encoder, noisy, t, tokens)`` returns the predicted noise.
+    ``captions(idx, step)`` gives the batch's captions; ``masks`` (N, 1, h, w), the latent cells
+    each shape covers, get the share ``fg_weight / (1 + fg_weight)`` of each sample's loss.
+    ``deadline`` (a ``time.time()`` value) ends training early, with a checkpoint, at the first
+    step past it; the step reached is ``len(losses)``.
 
     ``offset_noise`` (from step ``offset_from`` on) adds a per-sample, per-channel constant to
     the noise (Guttenberg 2023, "Diffusion with offset noise"): with SD's schedule the last step
@@ -155,7 +182,6 @@ def train_denoiser(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200))
     ema = EMAModel(params, decay=0.999, use_ema_warmup=True, power=2 / 3)
-    ids = encode_prompts(tokenizer, captions)
     empty = encode_prompts(tokenizer, [""])[0]
     state = load_checkpoint(ckpt)
     start, losses = 0, []
@@ -178,7 +204,7 @@ def train_denoiser(
         idx = torch.randint(len(latents), (batch,), generator=gen)
         drop = torch.rand(batch, generator=gen) < cfg_dropout
         x0 = latents[idx]
-        tokens = torch.where(drop[:, None], empty[None], ids[idx])
+        tokens = torch.where(drop[:, None], empty[None], encode_prompts(tokenizer, captions(idx, step)))
         noise = torch.randn_like(x0)
         if offset_noise and step >= offset_from:
             noise = noise + offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1)
@@ -187,7 +213,10 @@ def train_denoiser(
         pred = forward(denoiser, text_encoder, noisy, t, tokens)
         snr = compute_snr(scheduler, t)
         weight = torch.clamp(snr, max=snr_gamma) / snr
-        loss = (F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
+        err = F.mse_loss(pred, noise, reduction="none")
+        if masks is not None and fg_weight:
+            err = err * share_weights(masks[idx], fg_weight)
+        loss = (err.mean(dim=(1, 2, 3)) * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -197,26 +226,35 @@ def train_denoiser(
         losses.append(loss.item())
         if progress:
             progress(step + 1, steps, losses[-1])
-        if (step + 1) % 250 == 0 or step + 1 == steps:
+        late = deadline is not None and time.time() > deadline
+        if (step + 1) % 250 == 0 or step + 1 == steps or late:
             save_checkpoint(ckpt, {
                 "denoiser": denoiser.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(),
                 "sched": sched.state_dict(), "ema": ema.state_dict(), "step": step + 1, "losses": losses,
                 "rng": torch.get_rng_state(),
             })
+        if late:
+            log.warning("time budget reached at step %d of %d", step + 1, steps)
+            break
     return losses, ema
 
 
-def cached_latents(vae: AutoencoderKL, work: Path, count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """Latents and captions of ``count`` training-split images, cached in ``work`` (redone when
-    the VAE checkpoint is newer than the cache)."""
-    cache = work / f"latents-{count}-{seed}.pt"
+@torch.no_grad()
+def cached_latents(vae: AutoencoderKL, work: Path, count: int, seed: int
+                   ) -> tuple[torch.Tensor, list[ShapeSpec], torch.Tensor]:
+    """Latents (unscaled), specs and latent-resolution shape masks of ``count`` training-split
+    images, cached in ``work`` (redone when the VAE checkpoint is newer than the cache). A mask
+    cell is 1 where the shape touches it (max-pooled pixel mask)."""
+    cache = work / f"latents-{count}-{seed}-v2.pt"
     vae_ckpt = work / "vae.pt"
     fresh = cache.is_file() and (not vae_ckpt.is_file() or vae_ckpt.stat().st_mtime < cache.stat().st_mtime)
     if fresh:
         stored = torch.load(cache, weights_only=True)
-        return stored["latents"], list(stored["captions"])
-    raw, specs = encode_dataset(vae, count, seed)
-    captions = [s.caption() for s in specs]
+        return stored["latents"], [ShapeSpec(**s) for s in stored["specs"]], stored["masks"]
+    images, specs = make_dataset(count, seed, split="train")
+    raw = torch.cat([vae.encode(to_pixels(images[i:i + 256])).latent_dist.mean for i in range(0, count, 256)])
+    factor = images.shape[1] // raw.shape[-1]
+    masks = F.max_pool2d(foreground_mask(images, specs), factor)
     work.mkdir(parents=True, exist_ok=True)
-    torch.save({"latents": raw, "captions": captions}, cache)
-    return raw, captions
+    torch.save({"latents": raw, "specs": [s.as_dict() for s in specs], "masks": masks}, cache)
+    return raw, specs, masks

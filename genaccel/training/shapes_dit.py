@@ -15,9 +15,10 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
 from transformers import T5Config, T5EncoderModel
 
+from genaccel.refdata.shapes import caption_vocabulary
 from genaccel.training.common import plot_loss
-from genaccel.training.latent_diffusion import Progress, cached_latents, train_denoiser, train_vae
-from genaccel.training.shapes_sd import ShapesSDConfig, build_components, caption_words, check_vae
+from genaccel.training.latent_diffusion import CaptionSampler, Progress, cached_latents, train_denoiser, train_vae
+from genaccel.training.shapes_sd import ShapesSDConfig, build_components, check_vae
 from pipelines.tokenizers import word_t5_tokenizer
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,12 @@ class ShapesDiTConfig:
     patch_size: int = 2
     text_dim: int = 64
     text_layers: int = 2
-    max_tokens: int = 24
+    max_tokens: int = 32
 
 
 def build_dit_components(cfg: ShapesDiTConfig, seed: int = 0) -> dict[str, Any]:
     torch.manual_seed(seed)
-    tokenizer = word_t5_tokenizer(caption_words(), max_length=cfg.max_tokens)
+    tokenizer = word_t5_tokenizer(caption_vocabulary(), max_length=cfg.max_tokens)
     text_encoder = T5EncoderModel(T5Config(
         vocab_size=len(tokenizer), d_model=cfg.text_dim, d_ff=cfg.text_dim * 4, d_kv=16, num_heads=4,
         num_layers=cfg.text_layers, dropout_rate=0.0,
@@ -72,7 +73,8 @@ def train_shapes_dit(
     out: Path, work: Path, *, vae_steps: int, steps: int, batch: int = 32, data: int = 20000, seed: int = 0,
     vae_from: Path | None = None, cfg: ShapesDiTConfig | None = None,
     progress: Callable[[str], Progress] | None = None, offset_noise: float = 0.1, offset_from: int = 0,
-    vae_gate: float = 0.98,
+    vae_gate: float = 0.98, natural: float = 0.5, fg_weight: float = 1.0,
+    deadline: float | None = None,
 ) -> PixArtAlphaPipeline:
     """Train (or reuse) the VAE, then transformer + T5 encoder; save the pipeline to ``out`` in fp16."""
     cfg = cfg or ShapesDiTConfig()
@@ -85,14 +87,16 @@ def train_shapes_dit(
         vae_losses = train_vae(vae, vae_steps, batch=ShapesSDConfig().vae_batch, seed=seed, ckpt=work / "vae.pt",
                                progress=progress("vae") if progress else None)
     vae.eval()
+    vae.save_pretrained(work / "vae", safe_serialization=True)  # the probe (genaccel.training.probe) reads it
     check_vae(vae, work, vae_gate)
     parts = build_dit_components(cfg, seed)
-    latents, captions = cached_latents(vae, work, data, seed + 1)
+    latents, specs, masks = cached_latents(vae, work, data, seed + 1)
     scale = float(1.0 / latents.flatten().std())
     vae.register_to_config(scaling_factor=scale)
     losses, ema = train_denoiser(parts["transformer"], parts["text_encoder"], parts["tokenizer"], dit_forward,
-                                 latents * scale, captions, steps, batch, seed, work / "dit.pt",
-                                 offset_noise=offset_noise, offset_from=offset_from,
+                                 latents * scale, CaptionSampler(specs, natural, seed), steps, batch, seed,
+                                 work / "dit.pt", offset_noise=offset_noise, offset_from=offset_from,
+                                 masks=masks, fg_weight=fg_weight, deadline=deadline,
                                  progress=progress("dit") if progress else None)
     ema.copy_to([*parts["transformer"].parameters(), *parts["text_encoder"].parameters()])
     pipe = assemble_dit_pipeline(parts, vae)

@@ -25,21 +25,19 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from genaccel.refdata.shapes import ATTRIBUTES
+from genaccel.refdata.shapes import caption_vocabulary
 from genaccel.training.common import plot_loss
-from genaccel.training.latent_diffusion import Progress, cached_latents, train_denoiser, train_vae, vae_report
+from genaccel.training.latent_diffusion import (
+    CaptionSampler,
+    Progress,
+    cached_latents,
+    train_denoiser,
+    train_vae,
+    vae_report,
+)
 from pipelines.tokenizers import word_clip_tokenizer
 
 log = logging.getLogger(__name__)
-
-
-def caption_words() -> list[str]:
-    """Every word a reference caption can use (each becomes one token)."""
-    words = {"a", "at", "the", "on", "in", "background"}
-    for values in ATTRIBUTES.values():
-        for value in values:
-            words.update(value.split())
-    return sorted(words)
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,9 @@ class ShapesSDConfig:
     quadrants, which is where the UNet learns position words (three levels never did)."""
     text_hidden: int = 64
     text_layers: int = 2
-    max_tokens: int = 24
+    max_tokens: int = 32
+    """Natural captions ("a big purple disc, in the lower-left corner, against a gray background")
+    run to about 20 tokens with commas and hyphens."""
     vae_channels: tuple[int, ...] = (16, 32, 64)
     vae_batch: int = 16
     attention_all_levels: bool = False
@@ -62,7 +62,7 @@ class ShapesSDConfig:
 
 def build_components(cfg: ShapesSDConfig, seed: int = 0) -> dict[str, Any]:
     torch.manual_seed(seed)
-    tokenizer = word_clip_tokenizer(caption_words(), max_length=cfg.max_tokens)
+    tokenizer = word_clip_tokenizer(caption_vocabulary(), max_length=cfg.max_tokens)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=cfg.text_hidden * 4,
         num_attention_heads=4, num_hidden_layers=cfg.text_layers, max_position_embeddings=cfg.max_tokens,
@@ -129,7 +129,8 @@ def train_shapes_sd(
     out: Path, work: Path, *, vae_steps: int, unet_steps: int, batch: int = 32, data: int = 20000,
     seed: int = 0, cfg: ShapesSDConfig | None = None, progress: Callable[[str], Progress] | None = None,
     offset_noise: float = 0.0, offset_from: int = 0, vae_only: bool = False, vae_from: Path | None = None,
-    vae_gate: float = 0.98,
+    vae_gate: float = 0.98, natural: float = 0.5, fg_weight: float = 1.0,
+    deadline: float | None = None,
 ) -> StableDiffusionPipeline | None:
     """Train both stages (each resumes from ``work``) and save the pipeline to ``out`` in fp16.
     The trained VAE is also saved to ``work/vae`` (``shapes-dit`` can reuse it); ``vae_only``
@@ -149,13 +150,14 @@ def train_shapes_sd(
     check_vae(parts["vae"], work, vae_gate)
     if vae_only:
         return None
-    latents, captions = cached_latents(parts["vae"], work, data, seed + 1)
+    latents, specs, masks = cached_latents(parts["vae"], work, data, seed + 1)
     scale = float(1.0 / latents.flatten().std())
     parts["vae"].register_to_config(scaling_factor=scale)
     log.info("vae scaling factor %.4f (%.0f s)", scale, time.time() - t0)
     losses, ema = train_denoiser(parts["unet"], parts["text_encoder"], parts["tokenizer"], unet_forward,
-                                 latents * scale, captions, unet_steps, batch, seed, work / "unet.pt",
-                                 offset_noise=offset_noise, offset_from=offset_from,
+                                 latents * scale, CaptionSampler(specs, natural, seed), unet_steps, batch, seed,
+                                 work / "unet.pt", offset_noise=offset_noise, offset_from=offset_from,
+                                 masks=masks, fg_weight=fg_weight, deadline=deadline,
                                  progress=progress("unet") if progress else None)
     ema.copy_to([*parts["unet"].parameters(), *parts["text_encoder"].parameters()])
     pipe = assemble_pipeline(parts)
