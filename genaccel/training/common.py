@@ -92,8 +92,9 @@ def training_cli(doc: str, out: str, work: str) -> tuple[Any, Any, Any]:
                    help="stop the denoiser stage (with a checkpoint) once this many minutes have passed")
     p.add_argument("--natural", type=float, default=0.5,
                    help="share of training captions drawn as natural captions (the rest: the fixed full form)")
-    p.add_argument("--fg-weight", type=float, default=1.0,
-                   help="shape cells' share of the latent loss is fg/(1+fg) (0: unweighted)")
+    p.add_argument("--fg-weight", type=float, default=0.0,
+                   help="shape cells' share of the latent loss is fg/(1+fg); 0 (unweighted) is right for diffusion: "
+                        "see genaccel.training.latent_diffusion")
     progress, close = training_progress()
     return p, progress, close
 

@@ -47,9 +47,9 @@ def load_checkpoint_pipeline(kind: str, work: Path, unet_channels: tuple[int, ..
 
 @torch.no_grad()
 def probe(pipe: Any, prompts: int = 48, steps: int = 25, seed: int = 123, guidance: float = 7.5
-          ) -> dict[str, Any]:
+          , sheet: Path | None = None) -> dict[str, Any]:
     """The bench's quality columns for ``prompts`` of its quality prompts (half held-out pairs,
-    half natural captions)."""
+    half natural captions); ``sheet``: write the outputs as a contact sheet PNG there."""
     import inspect
 
     from genaccel.bench.run import QualityData, score_quality
@@ -64,15 +64,22 @@ def probe(pipe: Any, prompts: int = 48, steps: int = 25, seed: int = 123, guidan
         out = pipe(batch, num_inference_steps=steps, guidance_scale=guidance, generator=gen, output_type="np",
                    height=64, width=64, **extra)
         images.append((out.images * 255).round().astype(np.uint8))
-    scores = score_quality(data.evaluator, np.concatenate(images), data.prompts, data.groups)
-    scores.pop("_samples")
+    scores = score_quality(data.evaluator, np.concatenate(images), data.prompts, data.groups,
+                           sample_count=len(data.prompts))
+    samples = scores.pop("_samples")
+    if sheet is not None:
+        from genaccel.bench.report import contact_sheet
+
+        contact_sheet([(f"{prompts} quality prompts, {steps} steps, guidance {guidance}", samples)], sheet)
     return scores
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--kind", choices=("sd", "dit"), required=True)
-    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--work", type=Path, required=True,
+                   help="the run's work folder (or, with --pipeline, where to write)")
+    p.add_argument("--pipeline", type=Path, help="score this saved pipeline folder instead of WORK's checkpoint")
     p.add_argument("--prompts", type=int, default=48)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=7.5)
@@ -80,8 +87,17 @@ def main() -> None:
     p.add_argument("--unet-channels", default="64,128,128,128", help="shapes-sd UNet widths the run used")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    pipe, step = load_checkpoint_pipeline(args.kind, args.work, tuple(int(c) for c in args.unet_channels.split(",")))
-    scores = probe(pipe, args.prompts, args.steps, guidance=args.guidance)
+    if args.pipeline:
+        from diffusers import DiffusionPipeline
+
+        pipe, step = DiffusionPipeline.from_pretrained(args.pipeline, torch_dtype=torch.float32), 0
+        pipe.set_progress_bar_config(disable=True)
+        args.work.mkdir(parents=True, exist_ok=True)
+    else:
+        channels = tuple(int(c) for c in args.unet_channels.split(","))
+        pipe, step = load_checkpoint_pipeline(args.kind, args.work, channels)
+    scores = probe(pipe, args.prompts, args.steps, guidance=args.guidance,
+                   sheet=args.work / f"probe-{step}.png")
     keep = ("prompt_accuracy", "exact_match_trained", "exact_match_heldout", "exact_match_full",
             "exact_match_partial", "shape_accuracy_evaluator", "shape_accuracy_template", "shape_none_rate")
     line = {"step": step, **{k: round(scores[k], 3) if isinstance(scores[k], float) else scores[k] for k in keep},

@@ -73,7 +73,7 @@ def train_shapes_dit(
     out: Path, work: Path, *, vae_steps: int, steps: int, batch: int = 32, data: int = 20000, seed: int = 0,
     vae_from: Path | None = None, cfg: ShapesDiTConfig | None = None,
     progress: Callable[[str], Progress] | None = None, offset_noise: float = 0.1, offset_from: int = 0,
-    vae_gate: float = 0.98, natural: float = 0.5, fg_weight: float = 1.0,
+    vae_gate: float = 0.98, natural: float = 0.5, fg_weight: float = 0.0,
     deadline: float | None = None,
 ) -> PixArtAlphaPipeline:
     """Train (or reuse) the VAE, then transformer + T5 encoder; save the pipeline to ``out`` in fp16."""

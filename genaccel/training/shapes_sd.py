@@ -129,7 +129,7 @@ def train_shapes_sd(
     out: Path, work: Path, *, vae_steps: int, unet_steps: int, batch: int = 32, data: int = 20000,
     seed: int = 0, cfg: ShapesSDConfig | None = None, progress: Callable[[str], Progress] | None = None,
     offset_noise: float = 0.0, offset_from: int = 0, vae_only: bool = False, vae_from: Path | None = None,
-    vae_gate: float = 0.98, natural: float = 0.5, fg_weight: float = 1.0,
+    vae_gate: float = 0.98, natural: float = 0.5, fg_weight: float = 0.0,
     deadline: float | None = None,
 ) -> StableDiffusionPipeline | None:
     """Train both stages (each resumes from ``work``) and save the pipeline to ``out`` in fp16.
