@@ -8,30 +8,38 @@ import numpy as np
 import pytest
 
 from genaccel.metrics.evaluator import Evaluator
+from genaccel.refdata.shapes import parse_caption
 from genaccel.settings import Settings
 from genaccel.spec import JobRequest
 from pipelines.engine import LocalEngine
+from ui.generate import EXAMPLE_PROMPTS
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
+README_PROMPT = "a blue circle on a white background"  # scripts/demo.sh and the README's render command
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("model", "prompt"), [
-    ("shapes-sd", "a blue circle on a white background"),  # the README's render command (default model)
-    # shapes-dit follows full captions; with size and position left out it draws blue shapes of any kind
-    ("shapes-dit", "a large blue circle in the center on a white background"),
-])
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 15: the evaluator that can say 'none' (session 5) reads the shipped models' renders honestly: "
-    "shapes-sd draws blue discs on a cream background with a pink halo (read 'grey', 3 of 4 at seed 0), "
-    "shapes-dit draws blobs (shape 'none', 4 of 4); retraining the models (issue 15, part 5) is the fix"))
-def test_readme_prompt_gives_a_blue_circle(model: str, prompt: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["shapes-sd", "shapes-dit"])
+@pytest.mark.parametrize("prompt", [README_PROMPT, EXAMPLE_PROMPTS["image"]], ids=["readme", "ui-example"])
+def test_demo_and_example_prompts_give_what_they_name(model: str, prompt: str, tmp_path: Path,
+                                                      request: pytest.FixtureRequest) -> None:
+    """At the model's defaults, at least 3 of 4 outputs have every attribute the prompt names, as
+    the evaluator (which can say "none") reads the rendered files."""
+    if model == "shapes-dit" and prompt == README_PROMPT:
+        request.applymarker(pytest.mark.xfail(strict=False, reason=(
+            "issue 15: the retrained shapes-dit (exact match 0.46 on 200 prompts) draws 2 of 4 blue circles "
+            "for this prompt at seed 0 (a shape read 'none', one wrong background); the README's demo runs on "
+            "shapes-sd, which passes")))
     if not (ASSETS / model / "model_index.json").is_file():
         pytest.skip(f"{model} is not shipped yet")
+    named = parse_caption(prompt)
+    assert {"shape", "colour", "background"} <= set(named)
     settings = Settings(home=tmp_path / "home", default_model=model)
     with LocalEngine(settings) as engine:
-        job = engine.submit(JobRequest.from_flat({"prompt": prompt, "seed": 0,
-                                                  "num_outputs": 4}), output_dir=tmp_path)
+        job = engine.submit(JobRequest.from_flat({"prompt": prompt, "seed": 0, "num_outputs": 4}),
+                            output_dir=tmp_path)
         (done,) = engine.wait([job.id])
     assert done.state == "succeeded", done.error
     assert done.request.params.steps == 50 and done.request.model == model
@@ -39,7 +47,7 @@ def test_readme_prompt_gives_a_blue_circle(model: str, prompt: str, tmp_path: Pa
 
     images = np.stack([np.asarray(Image.open(a.path).convert("RGB")) for a in done.artifacts])
     predictions = Evaluator.load(ASSETS / "evaluator").predict(images)
-    hits = [p["shape"] == "circle" and p["colour"] == "blue" and p["background"] == "white" for p in predictions]
+    hits = [all(p[attr] == value for attr, value in named.items()) for p in predictions]
     assert sum(hits) >= 3, predictions
 
 

@@ -28,6 +28,7 @@ def test_training_script_makes_a_loadable_resumable_pipeline(script: str, tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "model_index.json").is_file() and (out / "loss_curve.png").is_file()
     assert (out / "train_log.json").is_file()
+    assert json.loads((out / "train_log.json").read_text())["steps_reached"] == 2
     assert not list(out.rglob("*.bin"))
     # resuming a finished run is a no-op that saves the same pipeline again
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -114,3 +115,17 @@ def test_shape_cells_get_the_asked_share_of_the_latent_loss() -> None:
     w = share_weights(mask, 1.0)
     assert torch.allclose(w.mean(dim=(1, 2, 3)), torch.ones(2))
     assert torch.allclose((w * mask).sum(dim=(1, 2, 3)) / w.sum(dim=(1, 2, 3)), torch.full((2,), 0.5))
+
+
+@pytest.mark.slow
+def test_probe_scores_a_running_checkpoint_and_draws_its_outputs(tmp_path: Path) -> None:
+    from genaccel.training.probe import load_checkpoint_pipeline, probe
+    from genaccel.training.shapes_dit import train_shapes_dit
+
+    work = tmp_path / "work"
+    train_shapes_dit(tmp_path / "out", work, vae_steps=0, steps=2, batch=2, data=16,
+                     vae_from=ROOT / "assets" / "shapes-sd", vae_gate=0)
+    pipe, step = load_checkpoint_pipeline("dit", work)
+    scores = probe(pipe, prompts=2, steps=1, sheet=tmp_path / "sheet.png")
+    assert step == 2 and (tmp_path / "sheet.png").is_file()
+    assert scores["scored_prompts"] == 2 and 0.0 <= scores["prompt_accuracy"] <= 1.0

@@ -90,6 +90,16 @@ def _modality_fields(honoured: set[str], models: dict[str, ModelInfo], default: 
     return fields
 
 
+#: The prompt box's example per tab, in the words the shipped reference models read (the image one
+#: is rendered and read back by tests/test_reference_models.py).
+EXAMPLE_PROMPTS: dict[str, str] = {
+    "image": "a red circle on a black background",
+    "video": "a large yellow star moving from right to left on a white background",
+    "music": "a slow ascending plucked string melody in G minor at 76 bpm",
+    "speech": "The quick brown fox jumps over the lazy dog.",
+}
+
+
 def generate_tab(blocks: gr.Blocks, page: Page, modality: Modality, key: gr.Textbox) -> None:
     """Build the tab for ``modality`` inside the current ``gr.Tab``; ``key`` is the API key box."""
     limits = page.backend.settings.limits
@@ -98,7 +108,7 @@ def generate_tab(blocks: gr.Blocks, page: Page, modality: Modality, key: gr.Text
     default = default if default in models else next(iter(models))
     with gr.Row(equal_height=True):
         prompt = gr.Textbox(label="Prompt", lines=2, max_lines=6, scale=5, elem_id=f"{modality}-prompt",
-                            placeholder="a red circle on a blue background")
+                            placeholder=EXAMPLE_PROMPTS[modality])
         with gr.Column(scale=1, min_width=140):
             go = gr.Button("Generate", variant="primary", elem_id=f"{modality}-generate")
             stop = gr.Button("Stop", variant="stop", elem_id=f"{modality}-stop")

@@ -349,9 +349,8 @@ def caption_vocabulary() -> list[str]:
     for phrases in (*_WHERE.values(), _BG):
         for phrase in phrases:
             words.update(re.findall(r"[a-z]+", phrase))
-    for table in _SYNONYMS.values():
-        words.update(table)
-    words.update(w for w in ("top", "bottom", "upper", "lower", "left", "right", "middle", "centre", "center"))
+    for synonyms in _SYNONYMS.values():
+        words.update(synonyms)
     return sorted(words)
 
 
