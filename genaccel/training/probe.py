@@ -18,10 +18,11 @@ from diffusers import AutoencoderKL
 from diffusers.training_utils import EMAModel
 
 
-def load_checkpoint_pipeline(kind: str, work: Path, unet_channels: tuple[int, ...] = (64, 128, 128, 128)
-                             ) -> tuple[Any, int]:
-    """The pipeline of ``work``'s latest denoiser checkpoint with its EMA weights, and its step."""
+def load_checkpoint_pipeline(kind: str, work: Path) -> tuple[Any, int]:
+    """The pipeline of ``work``'s latest denoiser checkpoint with its EMA weights, and its step
+    (a shapes-sd UNet's widths are read from the checkpoint's own weights)."""
     from genaccel.training import shapes_dit, shapes_sd
+    from genaccel.training.common import load_checkpoint
 
     latents = sorted(work.glob("latents-*-v2.pt"))
     if not latents:
@@ -29,13 +30,18 @@ def load_checkpoint_pipeline(kind: str, work: Path, unet_channels: tuple[int, ..
     scale = float(1.0 / torch.load(latents[-1], weights_only=True)["latents"].flatten().std())
     vae = AutoencoderKL.from_pretrained(work / "vae", torch_dtype=torch.float32, use_safetensors=True).eval()
     vae.register_to_config(scaling_factor=scale)
+    state = load_checkpoint(work / ("unet.pt" if kind == "sd" else "dit.pt"))
+    if state is None:
+        raise FileNotFoundError(f"no denoiser checkpoint in {work}")
     if kind == "sd":
-        parts = shapes_sd.build_components(shapes_sd.ShapesSDConfig(unet_channels=unet_channels))
-        denoiser, ckpt = parts["unet"], work / "unet.pt"
+        weights = state["denoiser"]
+        widths = tuple(weights[f"down_blocks.{i}.resnets.0.conv1.weight"].shape[0]
+                       for i in range(len({k.split(".")[1] for k in weights if k.startswith("down_blocks.")})))
+        parts = shapes_sd.build_components(shapes_sd.ShapesSDConfig(unet_channels=widths))
+        denoiser = parts["unet"]
     else:
         parts = shapes_dit.build_dit_components(shapes_dit.ShapesDiTConfig())
-        denoiser, ckpt = parts["transformer"], work / "dit.pt"
-    state = torch.load(ckpt, weights_only=False, map_location="cpu")
+        denoiser = parts["transformer"]
     params = [*denoiser.parameters(), *parts["text_encoder"].parameters()]
     ema = EMAModel(params)
     ema.load_state_dict(state["ema"])
@@ -46,8 +52,8 @@ def load_checkpoint_pipeline(kind: str, work: Path, unet_channels: tuple[int, ..
 
 
 @torch.no_grad()
-def probe(pipe: Any, prompts: int = 48, steps: int = 25, seed: int = 123, guidance: float = 7.5
-          , sheet: Path | None = None) -> dict[str, Any]:
+def probe(pipe: Any, prompts: int = 48, steps: int = 25, seed: int = 123, guidance: float = 7.5,
+          sheet: Path | None = None) -> dict[str, Any]:
     """The bench's quality columns for ``prompts`` of its quality prompts (half held-out pairs,
     half natural captions); ``sheet``: write the outputs as a contact sheet PNG there."""
     import inspect
@@ -84,7 +90,6 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--unet-channels", default="64,128,128,128", help="shapes-sd UNet widths the run used")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.pipeline:
@@ -94,8 +99,7 @@ def main() -> None:
         pipe.set_progress_bar_config(disable=True)
         args.work.mkdir(parents=True, exist_ok=True)
     else:
-        channels = tuple(int(c) for c in args.unet_channels.split(","))
-        pipe, step = load_checkpoint_pipeline(args.kind, args.work, channels)
+        pipe, step = load_checkpoint_pipeline(args.kind, args.work)
     scores = probe(pipe, args.prompts, args.steps, guidance=args.guidance,
                    sheet=args.work / f"probe-{step}.png")
     keep = ("prompt_accuracy", "exact_match_trained", "exact_match_heldout", "exact_match_full",
