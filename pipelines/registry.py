@@ -121,8 +121,6 @@ def builtin_models() -> dict[str, ModelInfo]:
 
 def speech_models(assets: Path = ASSETS) -> dict[str, ModelInfo]:
     """The tiny speech models, and ``speech-ref`` when its weights are in ``assets``."""
-    from functools import partial
-
     from genaccel.refdata.speech import VOICES
     from pipelines import speech_models as sm
     from pipelines import speech_ref
@@ -150,13 +148,32 @@ def speech_models(assets: Path = ASSETS) -> dict[str, ModelInfo]:
     }
     folder = assets / "speech-ref"
     if (folder / "model.safetensors").is_file():
-        cfg = speech_ref.SpeechRefConfig.load(folder / "config.json")
-        found["speech-ref"] = ModelInfo(
-            "speech-ref", "speech", Family.SPEECH_DIT, "asset", str(folder), "SpeechRefModel",
-            defaults(cfg.default_steps, 22050, tuple(cfg.voices)),
-            "reference TTS trained on espeak-ng speech (phoneme encoder, flow-matching mel DiT, Griffin-Lim)",
-            partial(speech_ref.SpeechRefModel.load, folder))
+        found["speech-ref"] = speech_ref_info(
+            "speech-ref", folder, "asset",
+            "reference TTS trained on espeak-ng speech (phoneme encoder, flow-matching mel DiT, Griffin-Lim)")
     return found
+
+
+def is_speech_ref_folder(path: Path) -> bool:
+    """A ``speech-ref``-layout folder that is not the reference itself: a student of ``genaccel
+    distill`` (its ``genaccel.json`` names ``SpeechRefModel``)."""
+    return (path / "model.safetensors").is_file() and model_card(path).get("pipeline") == "SpeechRefModel"
+
+
+def speech_ref_info(name: str, folder: Path, source: Source, description: str = "") -> ModelInfo:
+    """A ``speech-ref``-layout folder (config.json + model.safetensors) as a served speech model."""
+    from functools import partial
+
+    from pipelines import speech_ref
+
+    cfg = speech_ref.SpeechRefConfig.load(folder / "config.json")
+    card = model_card(folder)
+    if not description and card.get("distilled_from"):
+        description = f"consistency student of {card['distilled_from']} ({cfg.default_steps} steps)"
+    return ModelInfo(name, "speech", Family.SPEECH_DIT, source, str(folder), "SpeechRefModel",
+                     ModelDefaults(steps=cfg.default_steps, guidance_scale=0.0, width=0, height=0, sample_rate=22050,
+                                   channels=1, voices=tuple(cfg.voices)),
+                     description, partial(speech_ref.SpeechRefModel.load, folder))
 
 def tiny_video_models() -> dict[str, ModelInfo]:
     """The tiny offline video pipelines (``pipelines/tiny_video.py``): 64 px, a few frames."""
@@ -295,7 +312,7 @@ class ModelRegistry:
             if not self.allow_paths:
                 raise UnknownModel("model", name, "arbitrary paths are not served here",
                                    f"use a registered model: {', '.join(self.names())}")
-            if not (path / "model_index.json").is_file():
+            if not (path / "model_index.json").is_file() and not is_speech_ref_folder(path):
                 raise UnknownModel("model", name, "is not a diffusers pipeline folder (no model_index.json)",
                                    "pass a folder saved with save_pretrained, or a registered model name")
             return self._folder_info(name, path)
@@ -306,17 +323,21 @@ class ModelRegistry:
 
     # -- folders ---------------------------------------------------------------------------
     def _folder_models(self) -> dict[str, Path]:
-        """Pipeline folders served by folder name: ``Settings.model_dirs``, ``home/models`` (where
-        ``genaccel distill`` writes by default) and the non-reference folders of ``assets/``."""
+        """Pipeline folders (and ``speech-ref`` students) served by folder name: ``Settings.model_dirs``,
+        ``home/models`` (where ``genaccel distill`` writes by default) and the non-reference folders of
+        ``assets/``."""
         found: dict[str, Path] = {}
         for root in [*self.settings.model_dirs, self.settings.home / "models", ASSETS]:
             if Path(root).is_dir():
                 for sub in sorted(Path(root).iterdir()):
-                    if (sub / "model_index.json").is_file() and sub.name not in self._builtins:
+                    served = (sub / "model_index.json").is_file() or is_speech_ref_folder(sub)
+                    if served and sub.name not in self._builtins:
                         found.setdefault(sub.name, sub)
         return found
 
     def _folder_info(self, name: str, path: Path, source: Source = "folder") -> ModelInfo:
+        if is_speech_ref_folder(path):
+            return speech_ref_info(name, path, source)
         cls, components = pipeline_parts(path)
         from pipelines.modality import modality_of_class
 

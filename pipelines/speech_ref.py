@@ -53,6 +53,9 @@ class SpeechRefConfig:
     """Start time of the ODE (0: from noise; 0.3: DiffSinger's shallow start from the coarse mel)."""
     griffin_lim_iters: int = 32
     """Vocoder iterations (32: 90 ms per second of speech on one core; 8: 20 ms)."""
+    sampler: str = "euler"
+    """``euler`` (the flow ODE) or ``consistency`` (a student of ``genaccel distill``: each step
+    jumps to the clean mel and re-noises to the next time, as consistency models sample)."""
 
     @classmethod
     def load(cls, path: Path) -> SpeechRefConfig:
@@ -133,6 +136,10 @@ class FlowScheduler:
         self.timesteps: torch.Tensor = torch.zeros(0)
 
 
+class ConsistencyFlowScheduler(FlowScheduler):
+    """Multistep consistency sampling of a distilled student (the class name goes in job metadata)."""
+
+
 class SpeechRefModel(SpeechModel):
     """The loaded ``speech-ref`` (or a random ``tiny-speech-ref``)."""
 
@@ -144,7 +151,9 @@ class SpeechRefModel(SpeechModel):
         self.cfg, self.encoder, self.transformer = cfg, encoder.eval(), transformer.eval()
         self.voices = tuple(cfg.voices)
         self.ids = {p: i + 1 for i, p in enumerate(cfg.phonemes)}
-        self.scheduler = FlowScheduler(cfg.sway)
+        if cfg.sampler not in ("euler", "consistency"):
+            raise ValueError(f"sampler={cfg.sampler!r}: must be euler or consistency")
+        self.scheduler = ConsistencyFlowScheduler(cfg.sway) if cfg.sampler == "consistency" else FlowScheduler(cfg.sway)
         self.shallow_t0 = cfg.shallow_t0
         self.griffin_lim_iters = cfg.griffin_lim_iters
 
@@ -194,19 +203,33 @@ class SpeechRefModel(SpeechModel):
     @torch.no_grad()
     def sample_mel(self, mu: torch.Tensor, voice_state: torch.Tensor, steps: int, generator: torch.Generator,
                    on_step: StepFn) -> torch.Tensor:
-        """Euler-integrate the flow from noise (or the shallow start) to a normalised mel ``(1, 64, T)``."""
+        """Integrate the flow from noise (or the shallow start) to a normalised mel ``(1, 64, T)``:
+        Euler steps, or for a consistency student a jump to the clean mel per step, re-noised to the
+        next time with fresh noise from ``generator``."""
         times = sway_schedule(steps, self.scheduler.sway, self.shallow_t0)
         self.scheduler.timesteps = times[:-1]
+        consistency = self.cfg.sampler == "consistency"
         noise = torch.randn(mu.shape, generator=generator)
         x = (1 - times[0]) * noise + times[0] * mu
         rope = rotary(self.cfg, mu.shape[-1])
         for i in range(steps):  # the DiT caches (genaccel.accel.dit_cache) set their context around each call
-            v = self.transformer(hidden_states=torch.cat([x, mu], 1), timestep=times[i].expand(mu.shape[0]),
-                                 encoder_hidden_states=voice_state, global_hidden_states=voice_state,
-                                 rotary_embedding=rope, return_dict=False)[0]
-            x = x + (times[i + 1] - times[i]) * v
+            v = self.velocity(x, mu, times[i], voice_state, rope)
+            if consistency:
+                x = x + (1 - times[i]) * v  # the student's clean mel
+                if i + 1 < steps:
+                    x = (1 - times[i + 1]) * torch.randn(mu.shape, generator=generator) + times[i + 1] * x
+            else:
+                x = x + (times[i + 1] - times[i]) * v
             on_step(i + 1, steps)
         return x
+
+    def velocity(self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, voice_state: torch.Tensor,
+                 rope: tuple[torch.Tensor, torch.Tensor], transformer: Any = None) -> torch.Tensor:
+        """The decoder's flow velocity at ``x`` and time ``t`` (a scalar or one per batch row)."""
+        dit = transformer if transformer is not None else self.transformer
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t
+        return dit(hidden_states=torch.cat([x, mu], 1), timestep=t, encoder_hidden_states=voice_state,
+                   global_hidden_states=voice_state, rotary_embedding=rope, return_dict=False)[0]
 
     def vocode(self, mel: torch.Tensor) -> np.ndarray:
         return melspec.griffin_lim(mel[0] * MEL_STD + MEL_MEAN, iters=self.griffin_lim_iters).numpy()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from genaccel.refdata.moving_shapes import DIRECTIONS, MotionSpec, direction_of, make_clips, render_clip
-from genaccel.training.shapes_video import extend_tokenizer, latte_from_image_dit, train_shapes_video
+from genaccel.training.shapes_video import caption_bias, extend_tokenizer, latte_from_image_dit, train_shapes_video
 
 
 def test_clips_move_the_way_their_captions_say() -> None:
@@ -37,6 +37,22 @@ def test_latte_from_the_image_dit_equals_it_frame_by_frame(tiny_dit) -> None:  #
         frames = image(x[0].permute(1, 0, 2, 3), encoder_hidden_states=cond.repeat(4, 1, 1), timestep=t.repeat(4),
                        added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
     torch.testing.assert_close(video[0, :8].permute(1, 0, 2, 3), frames, atol=1e-4, rtol=1e-4)
+
+
+def test_padded_captions_with_their_mask_equal_the_trimmed_ones_the_pipeline_feeds(  # type: ignore[no-untyped-def]
+        tiny_dit) -> None:
+    latte = latte_from_image_dit(tiny_dit.transformer, frames=4)
+    x, cond, t = torch.randn(2, 4, 4, 8, 8), torch.randn(2, 5, 32), torch.tensor([500, 500])
+    padded = torch.cat([cond, torch.randn(2, 3, 32)], 1)  # three pad tokens' states
+    mask = torch.tensor([[1] * 5 + [0] * 3] * 2)
+    assert caption_bias(torch.ones(2, 5), 4) is None
+    with torch.no_grad():
+        trimmed = latte(x, timestep=t, encoder_hidden_states=cond).sample
+        masked = latte(x, timestep=t, encoder_hidden_states=padded,
+                       encoder_attention_mask=caption_bias(mask, 4)).sample
+        unmasked = latte(x, timestep=t, encoder_hidden_states=padded).sample
+    torch.testing.assert_close(masked, trimmed, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(unmasked, trimmed, atol=1e-3)
 
 
 def test_extended_tokenizer_keeps_every_old_id(tiny_dit) -> None:  # type: ignore[no-untyped-def]

@@ -70,19 +70,21 @@ def distill(
     teacher: Annotated[str, typer.Option("--teacher", help="Teacher model (name, folder or cached hub id).")],
     out: Annotated[Path | None, typer.Option("--out", help="Student folder (default: GENACCEL_HOME/models/NAME).")]
     = None,
-    mode: Annotated[str, typer.Option("--mode", help="lcm (few-step) or guidance (one pass instead of CFG's two).")]
-    = "lcm",
+    mode: Annotated[str | None, typer.Option("--mode", help="lcm (few-step) or guidance (one pass instead of "
+                                             "CFG's two) for image teachers; consistency for speech-ref "
+                                             "(the default for it).")] = None,
     steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 1000,
     batch_size: Annotated[int, typer.Option("--batch", help="Training batch size.")] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 2e-4,
-    data: Annotated[int, typer.Option("--data", help="Reference-generator images to train on.")] = 4000,
+    data: Annotated[int, typer.Option("--data", help="Reference-generator images to train on (speech: at most "
+                                      "this many training sentences).")] = 4000,
     prompts_file: Annotated[Path | None, typer.Option("--prompts", help="Train on teacher samples of these "
                                                       "prompts (one a line) instead.")] = None,
     work: Annotated[Path | None, typer.Option("--work", help="Checkpoints (resume by running again).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
-    """Distil a few-step (LCM) or guidance-free student from an SD-UNet or PixArt teacher; it loads as a
-    model name."""
+    """Distil a few-step (LCM) or guidance-free student from an SD-UNet or PixArt teacher, or a 1-2 step
+    consistency student of speech-ref's mel decoder; it loads as a model name."""
     _quiet_libraries()
     import time as _time
 
@@ -95,11 +97,19 @@ def distill(
     from pipelines.loader import load_pipeline, resolve_device
     from pipelines.registry import ModelRegistry
 
-    if mode not in ("lcm", "guidance"):
-        raise InvalidRequest("mode", mode, "no such distillation mode", "use --mode lcm or --mode guidance")
     if not 1 <= steps <= 1_000_000 or not 1 <= batch_size <= 1024:
         raise InvalidRequest("steps" if steps < 1 else "batch", steps if steps < 1 else batch_size,
                              "must be positive", "pass --steps and --batch of at least 1")
+    settings = Settings()
+    registry = ModelRegistry(settings)
+    info = registry.resolve(teacher)
+    if info.pipeline_class == "SpeechRefModel":
+        _distill_speech(info, out, mode, steps, batch_size, lr, data, prompts_file, work, seed, settings)
+        return
+    mode = mode or "lcm"
+    if mode not in ("lcm", "guidance"):
+        raise InvalidRequest("mode", mode, "no such distillation mode for image teachers",
+                             "use --mode lcm or --mode guidance")
     prompts = None
     if prompts_file is not None:
         if not prompts_file.is_file():
@@ -107,9 +117,6 @@ def distill(
         prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
         if not prompts:
             raise GenAccelError(f"--prompts {prompts_file} holds no prompt; fix: one prompt a line")
-    settings = Settings()
-    registry = ModelRegistry(settings)
-    info = registry.resolve(teacher)
     name = f"{info.name.replace('/', '--')}-{mode}"
     out = out or settings.home / "models" / name
     work = work or Path("runs") / f"distill-{name}"
@@ -124,6 +131,39 @@ def distill(
     write_log(out / "train_log.json", started, teacher=info.name, final_loss=losses[-1] if losses else None)
     _out(str(out))
     _err(f"genaccel: student saved; render it with: genaccel render PROMPT --model {out}")
+
+
+def _distill_speech(info: Any, out: Path | None, mode: str | None, steps: int, batch_size: int, lr: float,
+                    data: int, prompts_file: Path | None, work: Path | None, seed: int, settings: Settings) -> None:
+    """``genaccel distill`` for a speech-ref teacher: consistency distillation of its mel decoder."""
+    import time as _time
+
+    from genaccel.errors import InvalidRequest
+    from genaccel.training.common import training_progress, write_log
+    from genaccel.training.speech_distill import SpeechDistillConfig, distill_speech
+
+    if mode not in (None, "consistency"):
+        raise InvalidRequest("mode", mode, f"{info.name} is a flow-matching speech model: it has no guidance to "
+                             "distil and its student is a consistency model", "use --mode consistency (the default)")
+    if prompts_file is not None:
+        raise InvalidRequest("prompts", str(prompts_file), f"{info.name} distils on espeak-ng renderings of its "
+                             "training sentences, not on prompts", "drop --prompts")
+    model = info.builder()
+    if model.cfg.sampler != "euler":
+        raise InvalidRequest("teacher", info.name, "is already a consistency student",
+                             "distil from the flow-matching model it came from")
+    name = f"{info.name}-consistency"
+    out = out or settings.home / "models" / name
+    work = work or Path("runs") / f"distill-{name}"
+    config = SpeechDistillConfig(steps=steps, batch=batch_size, lr=lr, seed=seed)
+    started = _time.time()
+    progress, close = training_progress()
+    losses = distill_speech(model, info.name, out, work, config, data=data, progress=progress("consistency"))
+    close()
+    write_log(out / "train_log.json", started, teacher=info.name, final_loss=losses[-1] if losses else None)
+    _out(str(out))
+    _err(f"genaccel: student saved; it loads as {out.name}: genaccel render TEXT --modality speech --model "
+         f"{out.name} (or --profile turbo with {info.name})")
 
 
 @app.command()

@@ -128,7 +128,9 @@ def train_shapes_video(
         clips, specs = make_clips(data, frames, seed)
         latents, captions = encode_clips(vae, clips), [s.caption() for s in specs]
         torch.save({"latents": latents, "captions": captions}, cache)
-    tokens = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+    # padded to the longest caption only: LattePipeline trims a single prompt's embeddings to its
+    # tokens, so padding the model never sees at inference is masked out here (caption_bias)
+    tokens = tokenizer(captions, padding="longest", max_length=MAX_TOKENS, truncation=True,
                        return_tensors="pt").input_ids
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000)
@@ -142,14 +144,18 @@ def train_shapes_video(
         latte.load_state_dict(state["latte"])
         text_encoder.load_state_dict(state["text_encoder"])
         start, losses = state["step"], state["losses"]
+    spatial = [p for n, p in latte.named_parameters() if not n.startswith("temporal_transformer_blocks.")]
+    for p in spatial:  # no weight gradients for what the optimizer does not update yet (faster steps)
+        p.requires_grad_(False)
     rng = torch.Generator().manual_seed(seed + start)
     began = time.time()
     step = start
     for step in range(start, steps):
         training_all = all_from is not None and step >= all_from
         if training_all and len(opt.param_groups) == 2:
-            opt.add_param_group({"params": [p for n, p in latte.named_parameters()
-                                            if not n.startswith("temporal_transformer_blocks.")], "lr": lr / 4})
+            for p in spatial:
+                p.requires_grad_(True)
+            opt.add_param_group({"params": spatial, "lr": lr / 4})
         idx = torch.randint(0, len(latents), (batch,), generator=rng)
         x0, tok = latents[idx], tokens[idx]
         noise = torch.randn(x0.shape, generator=rng)
@@ -157,7 +163,8 @@ def train_shapes_video(
         noisy = scheduler.add_noise(x0, noise, t)
         mask = (tok != 0).long()
         cond = text_encoder(tok, attention_mask=mask)[0]
-        pred = latte(noisy, timestep=t, encoder_hidden_states=cond).sample[:, : x0.shape[1]]
+        pred = latte(noisy, timestep=t, encoder_hidden_states=cond,
+                     encoder_attention_mask=caption_bias(mask, x0.shape[2])).sample[:, : x0.shape[1]]
         loss = torch.nn.functional.mse_loss(pred, noise)
         opt.zero_grad()
         loss.backward()
@@ -182,6 +189,15 @@ def train_shapes_video(
     pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
     plot_loss(losses, out / "loss_curve.png", "shapes-video Latte (temporal blocks first)")
     return losses
+
+
+def caption_bias(mask: torch.Tensor, frames: int) -> torch.Tensor | None:
+    """Latte's spatial cross-attention mask for ``mask`` (B, L): an additive bias per frame
+    ``(B * frames, 1, L)`` (Latte hands the mask to its blocks as given), or None when nothing is padded."""
+    if bool(mask.all()):
+        return None
+    bias = (1 - mask.float()) * -10000.0
+    return bias.repeat_interleave(frames, dim=0)[:, None, :]
 
 
 def smoothed(losses: list[float], window: int = 20) -> tuple[float, float]:
