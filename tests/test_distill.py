@@ -63,7 +63,7 @@ def test_distill_refusals(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
                  str(tmp_path)]) == 2
     assert "has no guidance-scale input to distil into" in capsys.readouterr().err
     assert main(["distill", "--teacher", "noop", "--steps", "1", "--work", str(tmp_path)]) == 2
-    assert "students of SD-UNet and PixArt pipelines only" in capsys.readouterr().err
+    assert "students of SD-UNet, PixArt and Latte pipelines" in capsys.readouterr().err
     assert main(["distill", "--teacher", "tiny-sd", "--prompts", str(tmp_path / "none.txt")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -107,3 +107,41 @@ def test_dit_student_renders_without_cfg_and_says_so(capsys: pytest.CaptureFixtu
         job = json.loads(capsys.readouterr().out)
         assert code == 0 and job["metadata"]["scheduler"] == "LCMScheduler"
         assert expected in job["metadata"]["warnings"][0]
+
+
+def test_video_student_starts_as_the_teacher_and_trains_on_video_latents() -> None:
+    from pipelines.tiny_video import build_tiny_latte
+
+    teacher = build_tiny_latte()
+    distiller = Distiller(teacher, DistillConfig(batch=2, guidance_default=4.5))
+    latents, captions = distiller.family.reference_data(2, seed=0)  # type: ignore[union-attr]
+    assert latents.shape == (2, 4, teacher.transformer.config.video_length, 8, 8) and "moving" in captions[0]
+    x, t = torch.randn(latents.shape), torch.tensor([10, 500])
+    cond = distiller._embed(captions)
+    with torch.no_grad():
+        same = distiller.family.call(teacher.transformer, x, t, *cond, None)
+        assert torch.equal(same, distiller.family.call(distiller.student, x, t, *cond, None))
+    empty = distiller._embed([""])
+    loss = distiller.loss(latents, cond, (empty[0].expand_as(cond[0]), empty[1].expand_as(cond[1])),  # type: ignore[union-attr]
+                          torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is None for p in teacher.transformer.parameters())
+
+
+@pytest.mark.slow
+def test_video_student_renders_a_clip_in_four_steps(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                   isolated_home: Path) -> None:
+    args = ["distill", "--teacher", "tiny-latte", "--steps", "2", "--batch", "2", "--data", "4",
+            "--work", str(tmp_path / "work")]
+    assert main(args) == 0, capsys.readouterr().err
+    out = Path(capsys.readouterr().out.strip())
+    assert out == isolated_home / "models" / "tiny-latte-lcm"
+    card = json.loads((out / "genaccel.json").read_text())
+    assert card["defaults"] == {"steps": 4, "guidance_scale": 1.0} and card["distilled_from"] == "tiny-latte"
+    code = main(["render", "a red circle moving from left to right", "--modality", "video", "--model",
+                 "tiny-latte", "--profile", "turbo", "--json", "--out", str(tmp_path / "clip")])
+    job = json.loads(capsys.readouterr().out)
+    assert code == 0 and job["state"] == "succeeded", job
+    assert job["request"]["model"] == "tiny-latte-lcm" and job["request"]["params"]["steps"] == 4
+    assert job["metadata"]["scheduler"] == "LCMScheduler"
+    assert list((tmp_path / "clip").glob("*.mp4"))

@@ -83,8 +83,8 @@ def distill(
     work: Annotated[Path | None, typer.Option("--work", help="Checkpoints (resume by running again).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
-    """Distil a few-step (LCM) or guidance-free student from an SD-UNet or PixArt teacher, or a 1-2 step
-    consistency student of speech-ref's mel decoder; it loads as a model name."""
+    """Distil a few-step (LCM) or guidance-free student from an SD-UNet, PixArt or Latte (video) teacher,
+    or a 1-2 step consistency student of speech-ref's mel decoder; it loads as a model name."""
     _quiet_libraries()
     import time as _time
 

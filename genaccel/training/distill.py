@@ -1,4 +1,5 @@
-"""``genaccel distill``: few-step students from a teacher pipeline we serve (SD-UNet and PixArt DiT).
+"""``genaccel distill``: few-step students from a teacher pipeline we serve (SD-UNet, PixArt DiT and
+Latte video DiT; speech-ref's decoder is in ``genaccel.training.speech_distill``).
 
 - ``lcm``: latent consistency distillation (Luo et al. 2023, "Latent Consistency Models"):
   skipping-step DDIM solver on the teacher's classifier-free-guided noise prediction, the
@@ -16,8 +17,9 @@
   share of the plain denoising loss.
 
 A UNet student takes the guidance scale as a condition (``time_cond_proj_dim``, as LCM-SD).
-A PixArt transformer has no such input, so its student is distilled at one guidance scale, as
-PIXART-δ does, and runs without classifier-free guidance (``guidance_scale`` 1).
+A PixArt or Latte transformer has no such input, so its student is distilled at one guidance scale,
+as PIXART-δ does, and runs without classifier-free guidance (``guidance_scale`` 1). Latents may be
+images ``(B, C, h, w)`` or videos ``(B, C, F, h, w)``: per-sample scalars broadcast over either.
 
 Training data: latents of reference-generator images (``--data N``) or of teacher samples for
 the prompts in a file. Resumable from ``work``; the output is a pipeline folder with a
@@ -42,6 +44,7 @@ from diffusers import DDPMScheduler, LCMScheduler, PixArtAlphaPipeline, StableDi
 
 from genaccel.errors import InvalidRequest
 from genaccel.training.common import load_checkpoint, plot_loss, save_checkpoint
+from genaccel.training.distill_video import LatteFamily, is_latte
 
 log = logging.getLogger(__name__)
 Conditioning = tuple[torch.Tensor, torch.Tensor | None]
@@ -105,9 +108,14 @@ def teacher_latents(pipe: Any, prompts: list[str], seed: int, steps: int = 25, c
     for i in range(0, len(prompts), chunk):
         part = prompts[i:i + chunk]
         gens = [torch.Generator().manual_seed(seed + i + j) for j in range(len(part))]
-        out.append(pipe(part, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
-                        output_type="latent").images)
+        result = pipe(part, num_inference_steps=steps, guidance_scale=guidance, generator=gens, output_type="latent")
+        out.append(result.images if hasattr(result, "images") else result.frames)  # video pipelines: frames
     return torch.cat(out)
+
+
+def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``v`` (B,) shaped to broadcast over ``like`` (B, ...): image or video latents."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 class _UNetFamily:
@@ -138,6 +146,9 @@ class _UNetFamily:
     def call(model: Any, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None,
              w_emb: torch.Tensor | None) -> torch.Tensor:
         return model(x, t, cond, timestep_cond=w_emb).sample
+
+    def reference_data(self, count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+        return reference_latents(self.teacher, count, seed)
 
     def pipeline(self, denoiser: Any, scheduler: Any) -> Any:
         t = self.teacher
@@ -176,6 +187,9 @@ class _PixArtFamily:
                     added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
         return out[:, : x.shape[1]] if out.shape[1] == 2 * x.shape[1] else out  # learned sigma: keep eps
 
+    def reference_data(self, count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+        return reference_latents(self.teacher, count, seed)
+
     def pipeline(self, denoiser: Any, scheduler: Any) -> Any:
         t = self.teacher
         return PixArtAlphaPipeline(tokenizer=t.tokenizer, text_encoder=t.text_encoder, vae=t.vae,
@@ -205,15 +219,17 @@ def block_outputs(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
             handle.remove()
 
 
-def teacher_family(teacher: Any) -> _UNetFamily | _PixArtFamily:
+def teacher_family(teacher: Any) -> _UNetFamily | _PixArtFamily | LatteFamily:
     """The distillation adapter for ``teacher``, or a refusal naming what is supported."""
     if getattr(teacher, "unet", None) is not None:
         return _UNetFamily(teacher)
     if isinstance(teacher, PixArtAlphaPipeline):
         return _PixArtFamily(teacher)
-    raise InvalidRequest("teacher", type(teacher).__name__, "genaccel distill trains students of SD-UNet and "
-                         "PixArt pipelines only in this version",
-                         "pick an SD-architecture or PixArt teacher such as shapes-sd or shapes-dit")
+    if is_latte(teacher):
+        return LatteFamily(teacher)
+    raise InvalidRequest("teacher", type(teacher).__name__, "genaccel distill trains students of SD-UNet, "
+                         "PixArt and Latte pipelines (and of speech-ref) only in this version",
+                         "pick a teacher such as shapes-sd, shapes-dit, shapes-video or speech-ref")
 
 
 class Distiller:
@@ -245,20 +261,20 @@ class Distiller:
         return self.family.embed(prompts)
 
     def _x0(self, eps: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        a = self.alphas[t].view(-1, 1, 1, 1)
+        a = per_sample(self.alphas[t], x)
         return (x - (1 - a).sqrt() * eps) / a.sqrt()
 
     def _boundary(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = [self.lcm.get_scalings_for_boundary_condition_discrete(int(v)) for v in t]
-        c_skip = torch.tensor([p[0] for p in pairs], dtype=torch.float32).view(-1, 1, 1, 1)
-        c_out = torch.tensor([p[1] for p in pairs], dtype=torch.float32).view(-1, 1, 1, 1)
+        c_skip = torch.tensor([p[0] for p in pairs], dtype=torch.float32)
+        c_out = torch.tensor([p[1] for p in pairs], dtype=torch.float32)
         return c_skip, c_out
 
     def _consistency(self, model: Any, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                      mask: torch.Tensor | None, w_emb: torch.Tensor | None) -> torch.Tensor:
         eps = self.family.call(model, x, t, cond, mask, w_emb)
         c_skip, c_out = self._boundary(t)
-        return c_skip * x + c_out * self._x0(eps, x, t)
+        return per_sample(c_skip, x) * x + per_sample(c_out, x) * self._x0(eps, x, t)
 
     @torch.no_grad()
     def _teacher_eps(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, uncond: Conditioning,
@@ -267,7 +283,7 @@ class Distiller:
         eps = self.family.call(self.family.denoiser(), torch.cat([x, x]), torch.cat([t, t]),
                                torch.cat([uncond[0], cond[0]]), masks, None)
         eps_u, eps_c = eps.chunk(2)
-        return eps_u + scale.view(-1, 1, 1, 1) * (eps_c - eps_u)
+        return eps_u + per_sample(scale, x) * (eps_c - eps_u)
 
     def loss(self, x0: torch.Tensor, cond: Conditioning, uncond: Conditioning, gen: torch.Generator) -> torch.Tensor:
         """One batch's loss; ``cond``/``uncond`` are (embeddings, attention mask or None) of equal size."""
@@ -292,7 +308,7 @@ class Distiller:
         online = self._consistency(self.student, x, t, *cond, w_emb)
         with torch.no_grad():
             eps = self._teacher_eps(x, t, cond, uncond, scale)
-            a_prev = self.alphas[t_prev].view(-1, 1, 1, 1)
+            a_prev = per_sample(self.alphas[t_prev], x)
             x_prev = a_prev.sqrt() * self._x0(eps, x, t) + (1 - a_prev).sqrt() * eps  # DDIM step t -> t_prev
             assert self.target is not None
             target = self._consistency(self.target, x_prev, t_prev, *cond, w_emb)
@@ -309,7 +325,7 @@ class Distiller:
             pred_u, pred_c = self.family.call(self.student, x2, t2, emb, mask, None).chunk(2)
         with torch.no_grad(), block_outputs(self.family.denoiser()) as teacher_feats:
             teach_u, teach_c = self.family.call(self.family.denoiser(), x2, t2, emb, mask, None).chunk(2)
-        g = scale.view(-1, 1, 1, 1)
+        g = per_sample(scale, x)
         guided = F.mse_loss(pred_u + g * (pred_c - pred_u), teach_u + g * (teach_c - teach_u))
         output = F.mse_loss(pred_u, teach_u) + F.mse_loss(pred_c, teach_c)
         features = torch.zeros(())
@@ -398,7 +414,7 @@ def distill(teacher_pipe: Any, teacher_name: str, out: Path, work: Path, config:
             latents = teacher_latents(teacher_pipe, prompts, config.seed)
             captions = list(prompts)
         else:
-            latents, captions = reference_latents(teacher_pipe, data, config.seed + 7)
+            latents, captions = distiller.family.reference_data(data, config.seed + 7)
         torch.save({"latents": latents, "captions": captions}, cache)
     losses = distiller.train(latents.float(), captions, work / "student.pt",
                              progress=progress(config.mode) if progress else None)
