@@ -1,8 +1,10 @@
 """The reference video model (``assets/shapes-video``) side by side: exact match, direction
 accuracy and temporal consistency (``genaccel.metrics.video``) with each cache, against the
-uncached run at the same seeds, with the denoiser time of each variant.
+uncached run at the same seeds, with the denoiser and end-to-end time of each variant; and LCM
+students (``genaccel distill --teacher shapes-video``) at their own step count without guidance.
 
-    python bench/video_reference.py --count 100 --json bench/results/video-reference.json
+    python bench/video_reference.py --count 100 --json bench/results/video-reference.json \
+        --student runs/shapes-video-lcm:4 --student runs/shapes-video-lcm:2
     python bench/video_reference.py --model runs/shapes-video-smoke/model --count 8   # any Latte folder
 """
 
@@ -38,8 +40,11 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
 }
 
 
-def render(pipe: Any, prompts: list[str], steps: int, guidance: float, seed: int) -> tuple[list[np.ndarray], float]:
+def render(pipe: Any, prompts: list[str], steps: int, guidance: float, seed: int,
+           ) -> tuple[list[np.ndarray], float, float]:
+    """Clips for ``prompts`` (seed + i each), the denoiser's seconds and the end-to-end seconds."""
     spent, began = [0.0], []
+    start = time.perf_counter()
     pre = pipe.transformer.register_forward_pre_hook(lambda m, a: began.append(time.perf_counter()))
     post = pipe.transformer.register_forward_hook(
         lambda m, a, o: spent.__setitem__(0, spent[0] + time.perf_counter() - began.pop()))
@@ -53,7 +58,7 @@ def render(pipe: Any, prompts: list[str], steps: int, guidance: float, seed: int
     finally:
         pre.remove()
         post.remove()
-    return clips, spent[0]
+    return clips, spent[0], time.perf_counter() - start
 
 
 def main() -> None:
@@ -64,31 +69,51 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=4.5)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--student", action="append", default=[],
+                        help="PATH[:STEPS] of an LCM student folder (default 4 steps), run without guidance")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--sheet", type=Path, default=None, help="contact sheet PNG: the first 8 clips per row")
     args = parser.parse_args()
     pipe = LattePipeline.from_pretrained(args.model, torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     evaluator = Evaluator.load(EVALUATOR)
     prompts = [s.caption() for s in sample_motion_specs(args.count, args.seed)]
-    rows = []
+    rows: list[dict[str, Any]] = []
+    sheets: list[tuple[str, list[np.ndarray]]] = []
     for name in args.variants.split(","):
         handle = apply_techniques(pipe, [parse_technique(TechniqueSpec(**t)) for t in VARIANTS[name]])
         try:
             handle.reset()
-            clips, seconds = render(pipe, prompts, args.steps, args.guidance, args.seed)
+            clips, seconds, wall = render(pipe, prompts, args.steps, args.guidance, args.seed)
         finally:
             handle.remove()
-        rows.append({"variant": name, "denoiser_s": seconds, **score_clips(evaluator, clips, prompts)})
-    base = rows[0]["denoiser_s"]
+        rows.append({"variant": name, "steps": args.steps, "denoiser_s": seconds, "wall_s": wall,
+                     **score_clips(evaluator, clips, prompts)})
+        sheets.append((name, clips[:8]))
+    for spec in args.student:
+        path, _, steps = spec.partition(":")
+        student = LattePipeline.from_pretrained(path, torch_dtype=torch.float32)
+        student.set_progress_bar_config(disable=True)
+        clips, seconds, wall = render(student, prompts, int(steps or 4), 1.0, args.seed)
+        rows.append({"variant": f"student {Path(path).name}", "steps": int(steps or 4), "denoiser_s": seconds,
+                     "wall_s": wall, **score_clips(evaluator, clips, prompts)})
+        sheets.append((rows[-1]["variant"] + f" {rows[-1]['steps']} steps", clips[:8]))
+    base, base_wall = rows[0]["denoiser_s"], rows[0]["wall_s"]
     print(f"{args.model}, {args.count} prompts, {args.steps} steps, guidance {args.guidance}")
-    print("| variant | denoiser speed-up | exact match | direction | consistency |\n|---|---|---|---|---|")
+    print("| variant | steps | denoiser speed-up | end-to-end speed-up | exact match | direction | shape | "
+          "consistency |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {base / r['denoiser_s']:.2f}x | {r['exact_match']:.2f} | "
-              f"{r['direction_accuracy']:.2f} | {r['temporal_consistency']:.2f} |")
+        print(f"| {r['variant']} | {r['steps']} | {base / r['denoiser_s']:.2f}x | {base_wall / r['wall_s']:.2f}x | "
+              f"{r['exact_match']:.2f} | {r['direction_accuracy']:.2f} | {r['shape_accuracy']:.2f} | "
+              f"{r['temporal_consistency']:.2f} |")
+    if args.sheet:
+        from genaccel.bench.report import write_video_sheet
+
+        write_video_sheet(sheets, prompts[:8], args.sheet)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": {**vars(args), "model": str(args.model), "json": str(args.json)},
-                                         "rows": rows}, indent=1))
+        given = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        args.json.write_text(json.dumps({"args": given, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

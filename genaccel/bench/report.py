@@ -137,6 +137,32 @@ def contact_sheet(samples: list[tuple[str, list[dict[str, Any]]]], path: Path, c
     sheet.save(path)
 
 
+def write_video_sheet(rows: list[tuple[str, list[Any]]], prompts: list[str], path: Path) -> None:
+    """A PNG per variant: each clip (frames, H, W, 3 uint8) as one strip of its frames, under the
+    variant's label, with its prompt; ``rows``: (label, [clip, ...]) with clip i made for prompts[i]."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    strips: list[Image.Image] = []
+    for label, clips in rows:
+        for i, clip in enumerate(clips):
+            frames = np.concatenate([np.asarray(f, dtype=np.uint8) for f in clip], axis=1)
+            h = frames.shape[0]
+            strip = Image.new("RGB", (max(frames.shape[1], 480), h + 14), (255, 255, 255))
+            strip.paste(Image.fromarray(frames), (0, 14))
+            ImageDraw.Draw(strip).text((2, 1), f"{label}: {prompts[i]}"[:90], fill=(0, 0, 0))
+            strips.append(strip)
+    if not strips:
+        return
+    sheet = Image.new("RGB", (max(s.width for s in strips), sum(s.height for s in strips)), (255, 255, 255))
+    y = 0
+    for strip in strips:
+        sheet.paste(strip, (0, y))
+        y += strip.height
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
 def write_outputs(result: dict[str, Any], json_path: Path, md_path: Path, png_path: Path) -> None:
     """JSON, markdown and plot; plus ``<name>-sheet.png`` of sample outputs when rows carry
     ``_samples`` (taken out of the rows first, so the JSON stays plain)."""
