@@ -37,6 +37,8 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
     "taylorseer": [{"name": "taylorseer", "options": {"interval": 2, "warmup": 3}}],
     "taylorseer-3": [{"name": "taylorseer", "options": {"interval": 3, "warmup": 3}}],
     "fastercache": [{"name": "fastercache", "options": {}}],
+    "density-time": [{"name": "density", "options": {"space": False}}],
+    "density": [{"name": "density", "options": {}}],
 }
 
 

@@ -2,6 +2,11 @@
 in the early, noisy steps self-attention attends to pooled tokens (``pool`` x ``pool`` patches
 averaged into one key/value), in the late, detailed steps to all of them. Training-free.
 
+Along time (video DiTs whose blocks alternate spatial and temporal attention, Latte): the temporal
+blocks' self-attention, over the ``F`` frames of each patch position, attends to ``pool`` adjacent
+frames averaged into one key/value in the noisy steps (``time=True``), beside the spatial pooling in
+the spatial blocks (``space=True``).
+
 Every token still gets its own query, MLP and output, so no detail is lost to the pooling; what
 shrinks is the attention's key/value set (ToDo's key/value downsampling, Smith et al. 2024,
 applied on a timestep schedule). A first version ran whole blocks on pooled tokens and spread
@@ -32,24 +37,30 @@ from genaccel.errors import InvalidRequest
 from genaccel.families import UNETS, Family
 
 log = logging.getLogger(__name__)
-SUPPORTED = ("PixArtTransformer2DModel", "DiTTransformer2DModel")
-"""Transformers whose blocks take and return the image tokens alone, in row-major patch order."""
+SUPPORTED = ("PixArtTransformer2DModel", "DiTTransformer2DModel", "LatteTransformer3DModel")
+"""Transformers whose blocks take and return the image tokens alone, in row-major patch order
+(Latte: spatial blocks over ``(B*F, N, C)``, temporal blocks over ``(B*N, F, C)``)."""
 PIPELINES = {"PixArtAlphaPipeline": "PixArtTransformer2DModel", "PixArtSigmaPipeline": "PixArtTransformer2DModel",
-             "DiTPipeline": "DiTTransformer2DModel"}
+             "DiTPipeline": "DiTTransformer2DModel", "LattePipeline": "LatteTransformer3DModel"}
 """Pipelines whose transformer is one of ``SUPPORTED`` (for the check before a model is loaded)."""
 
 
 @dataclass(frozen=True)
 class FlexDensity:
     """Args:
-        pool: tokens averaged per side in the low-density steps (2: a quarter of the tokens).
+        pool: tokens averaged per side in the low-density steps (2: a quarter of the tokens), and
+            frames averaged per key/value along time.
         threshold: calls at timesteps at or above this (0..1000, the noisy ones) run pooled.
+        space: pool the spatial attention's keys/values.
+        time: pool the temporal attention's keys/values (video DiTs with temporal blocks).
     """
 
     pool: int = 2
     threshold: int = 600
+    space: bool = True
+    time: bool = True
     name: ClassVar[str] = "density"
-    families: ClassVar[tuple[Family, ...]] = (Family.IMAGE_DIT,)
+    families: ClassVar[tuple[Family, ...]] = (Family.IMAGE_DIT, Family.VIDEO_DIT)
     alternatives: ClassVar[dict[Family, str]] = dict.fromkeys(UNETS, "use tome or todo for UNets")
 
     def __post_init__(self) -> None:
@@ -57,20 +68,31 @@ class FlexDensity:
             raise ValueError(f"pool={self.pool} must be 2 or 4")
         if not 0 <= self.threshold <= 1001:
             raise ValueError(f"threshold={self.threshold} must be between 0 and 1001")
+        if not (self.space or self.time):
+            raise ValueError("space=False and time=False pool nothing: leave one on, or drop density")
 
 
 class _State:
     def __init__(self, config: FlexDensity, patch: int) -> None:
         self.config, self.patch = config, patch
         self.grid: tuple[int, int] | None = None  # this call attends to pooled tokens: the full token grid
+        self.frames: int | None = None  # this call attends to pooled frames: their count
         self.pooled_calls = 0
 
     def start_call(self, latents: torch.Tensor, timestep: Any) -> None:
         t = float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep or 0)
         h, w = latents.shape[-2] // self.patch, latents.shape[-1] // self.patch
-        pool = self.config.pool
-        self.grid = (h, w) if t >= self.config.threshold and h % pool == 0 and w % pool == 0 else None
-        self.pooled_calls += self.grid is not None
+        pool, noisy = self.config.pool, t >= self.config.threshold
+        space = noisy and self.config.space and h % pool == 0 and w % pool == 0
+        self.grid = (h, w) if space else None
+        frames = latents.shape[2] if latents.ndim == 5 else 0
+        self.frames = frames if noisy and self.config.time and frames and frames % pool == 0 else None
+        self.pooled_calls += self.grid is not None or self.frames is not None
+
+
+def _pool_time(tokens: torch.Tensor, k: int) -> torch.Tensor:
+    """``(B*N, F, C)`` -> ``(B*N, F/k, C)``: ``k`` adjacent frames averaged."""
+    return F.avg_pool1d(tokens.transpose(1, 2), k).transpose(1, 2)
 
 
 def _pool(tokens: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
@@ -86,6 +108,7 @@ class _DensityHandle:
 
     def reset(self) -> None:
         self.state.grid = None
+        self.state.frames = None
         self.state.pooled_calls = 0
 
     def remove(self) -> None:
@@ -118,10 +141,20 @@ def apply_density(pipe: Any, config: FlexDensity) -> _DensityHandle:
             return None
         return args, {**kwargs, "encoder_hidden_states": _pool(tokens, state.grid, config.pool)}
 
+    def pooled_frames(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if state.frames is None:
+            return None
+        tokens = args[0] if args else kwargs["hidden_states"]
+        if tokens.ndim != 3 or tokens.shape[1] != state.frames:
+            return None
+        return args, {**kwargs, "encoder_hidden_states": _pool_time(tokens, config.pool)}
+
     with patching(pipe, config) as patches:
         patches.torch_hook(transformer.register_forward_pre_hook(on_call, with_kwargs=True))
         for block in transformer.transformer_blocks:
             patches.torch_hook(block.attn1.register_forward_pre_hook(pooled_keys, with_kwargs=True))
+        for block in getattr(transformer, "temporal_transformer_blocks", []):
+            patches.torch_hook(block.attn1.register_forward_pre_hook(pooled_frames, with_kwargs=True))
     return _DensityHandle(patches, state)
 
 
@@ -129,5 +162,7 @@ def apply_density(pipe: Any, config: FlexDensity) -> _DensityHandle:
 def check_density(config: FlexDensity, context: RequestContext) -> None:
     """Refuse a model whose transformer density does not support, where its folder or pipeline says so."""
     name = context.component_class("transformer") or PIPELINES.get(context.pipeline_class)
+    if name is None and context.family == Family.VIDEO_DIT:  # of the video DiTs, only Latte's blocks fit
+        name = f"of {context.pipeline_class}"
     if name is not None and name not in SUPPORTED:
         raise _unsupported(name)
