@@ -104,3 +104,92 @@ def test_lora_refusals(loras: Path, settings: Settings) -> None:
                        "denoiser family"):
         prepare_request(JobRequest(prompt="a cat", model="tiny-dit", techniques=(
             TechniqueSpec(name="lora", options={"adapter": "style-a"}),)), registry, settings)
+
+
+def make_wan_lora(folder: Path, seed: int) -> dict[str, torch.Tensor]:
+    """A random rank-4 LoRA on tiny-wan's attention, saved in diffusers' layout and in the original
+    Wan layout CausVid/LightX2V-style LoRAs are published in (``diffusion_model.blocks.N.self_attn.q``)."""
+    from diffusers import WanPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from pipelines.tiny_video import build_tiny_wan
+
+    pipe = build_tiny_wan()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    state = get_peft_model_state_dict(pipe.transformer)
+    WanPipeline.save_lora_weights(folder / "wan-diffusers", transformer_lora_layers=state, safe_serialization=True)
+    names = {"attn1.to_q": "self_attn.q", "attn1.to_k": "self_attn.k", "attn1.to_v": "self_attn.v",
+             "attn1.to_out.0": "self_attn.o", "attn2.to_q": "cross_attn.q", "attn2.to_k": "cross_attn.k",
+             "attn2.to_v": "cross_attn.v", "attn2.to_out.0": "cross_attn.o"}
+
+    def original(key: str) -> str:
+        for new, old in names.items():
+            key = key.replace(new, old)
+        return "diffusion_model." + key
+
+    save_file({original(k): v.contiguous() for k, v in state.items()}, str(folder / "wan-causvid.safetensors"))
+    return state
+
+
+def run_wan(pipe) -> np.ndarray:  # type: ignore[no-untyped-def]
+    return pipe("a cat", num_inference_steps=3, height=64, width=64, num_frames=9, output_type="np",
+                generator=torch.Generator().manual_seed(4)).frames
+
+
+def test_wan_loras_in_both_layouts_three_runs(isolated_home: Path) -> None:
+    from pipelines.tiny_video import build_tiny_wan
+
+    make_wan_lora(isolated_home / "loras", seed=1)
+    pipe = build_tiny_wan()
+    pipe.set_progress_bar_config(disable=True)
+    base = run_wan(pipe)
+    outputs = []
+    for adapter in ["wan-diffusers", "wan-causvid"]:
+        t = apply_techniques(pipe, [LoRAConfig(adapter)])
+        outputs.append(run_wan(pipe))
+        t.remove()
+        np.testing.assert_allclose(run_wan(pipe), base, atol=1e-5)
+    assert np.abs(outputs[0] - base).max() > 1e-3
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-6)  # the published layout loads as the same LoRA
+
+
+def test_wan_lora_job_with_its_few_step_flow_sampler(isolated_home: Path, settings: Settings, tmp_path: Path) -> None:
+    make_wan_lora(isolated_home / "loras", seed=1)
+    request = JobRequest.from_flat({"modality": "video", "prompt": "a cat", "model": "tiny-wan", "steps": 4,
+                                    "guidance_scale": 1.0, "seed": 3, "techniques": [
+                                        {"name": "lora", "options": {"adapter": "wan-causvid"}},
+                                        {"name": "solver", "options": {"kind": "euler", "spacing": "trailing",
+                                                                       "shift": 5.0}}]})
+    with LocalEngine(settings) as engine:
+        job = engine.wait([engine.submit(request, output_dir=tmp_path).id])[0]
+    assert job.state == "succeeded", job.error
+    assert job.metadata["scheduler"] == "FlowMatchEulerDiscreteScheduler"
+    assert [t["name"] for t in job.metadata["techniques"]] == ["lora", "solver"]
+
+
+def test_wan_solver_reads_unipc_on_flow_sigmas_as_flow_matching() -> None:
+    from diffusers import UniPCMultistepScheduler
+
+    from genaccel.accel.solver import SolverConfig, flow_scheduler, is_flow
+
+    wan = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    assert is_flow(wan) and not is_flow(UniPCMultistepScheduler())
+    euler = flow_scheduler(wan, SolverConfig(kind="euler", spacing="trailing"))
+    assert type(euler).__name__ == "FlowMatchEulerDiscreteScheduler" and euler.config.shift == 3.0
+
+
+def test_video_lora_refusals(isolated_home: Path, settings: Settings) -> None:
+    make_wan_lora(isolated_home / "loras", seed=1)
+    registry = ModelRegistry(settings)
+    lora = ({"name": "lora", "options": {"adapter": "wan-causvid"}},)
+    with pytest.raises(InvalidRequest, match=r"made for video-dit, not the image-dit denoiser family"):
+        prepare_request(JobRequest.from_flat({"prompt": "a cat", "model": "tiny-dit", "techniques": lora}),
+                        registry, settings)
+    with pytest.raises(InvalidRequest, match="LattePipeline cannot load LoRA adapters; fix: use a Stable Diffusion"):
+        prepare_request(JobRequest.from_flat({"modality": "video", "prompt": "a cat", "model": "tiny-latte",
+                                              "techniques": lora}), registry, settings)

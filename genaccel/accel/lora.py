@@ -11,6 +11,12 @@ Requests name adapters, never paths: ``adapter`` is looked up in ``GENACCEL_HOME
 ``GENACCEL_LORA_DIRS`` (a ``NAME/`` folder with ``*.safetensors`` or a ``NAME.safetensors``
 file). Which denoiser a LoRA patches (UNet or transformer) is read from its tensor names, so a
 UNet LoRA asked for on a DiT is refused before the job is queued.
+
+Video: AnimateDiff takes UNet LoRAs (AnimateLCM's, with ``solver kind=lcm``); Wan takes
+transformer LoRAs in diffusers' layout or in the original Wan layout that CausVid/LightX2V-style
+few-step LoRAs are published in (``diffusion_model.blocks.N.self_attn.q...``, which diffusers'
+Wan loader converts), with ``solver kind=euler spacing=trailing`` as their few-step sampler and
+guidance 1. Pipelines without a LoRA loader (Latte, for one) are refused before queueing.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ class LoRAConfig:
     scale: float = 1.0
     fuse: bool = False
     name: ClassVar[str] = "lora"
-    families: ClassVar[tuple[Family, ...]] = (*UNETS, Family.VIDEO_UNET, Family.IMAGE_DIT)
+    families: ClassVar[tuple[Family, ...]] = (*UNETS, Family.VIDEO_UNET, Family.IMAGE_DIT, Family.VIDEO_DIT)
     alternatives: ClassVar[dict[Family, str]] = {}
 
     def __post_init__(self) -> None:
@@ -88,15 +94,27 @@ def lora_families(path: Path) -> tuple[Family, ...]:
         keys = list(f.keys())
     if any(k.startswith(("unet.", "lora_unet_")) for k in keys):
         return (*UNETS, Family.VIDEO_UNET)  # AnimateDiff's UNet is the image UNet plus motion modules
+    if any(k.startswith(("diffusion_model.blocks.", "transformer.blocks.")) for k in keys):
+        return (Family.VIDEO_DIT,)  # Wan's layout (original or diffusers'): its blocks are ``blocks.N``
     if any(k.startswith(("transformer.", "lora_transformer_")) for k in keys):
-        return (Family.IMAGE_DIT,)
+        return (Family.IMAGE_DIT, Family.VIDEO_DIT)
     return ()
 
 
 @checks(LoRAConfig)
 def check_lora_request(config: LoRAConfig, context: RequestContext) -> None:
+    import diffusers
+
     if context.family is not None:
         check_lora(config, context.family, context.settings or Settings())
+    cls = getattr(diffusers, context.pipeline_class or "", None)
+    if isinstance(cls, type) and not hasattr(cls, "load_lora_weights"):
+        raise _no_loader(cls.__name__)
+
+
+def _no_loader(pipeline: str) -> InvalidRequest:
+    return InvalidRequest("techniques", "lora", f"{pipeline} cannot load LoRA adapters",
+                          "use a Stable Diffusion, SDXL, SD3, Flux, SANA, AnimateDiff, Wan or LTX model")
 
 
 def check_lora(config: LoRAConfig, family: str, settings: Settings) -> None:
@@ -147,8 +165,7 @@ def apply_lora(pipe: Any, config: LoRAConfig) -> Patched:
     """Activate adapter ``config.adapter`` at ``config.scale`` (loading it first if it is not loaded);
     ``remove()`` deactivates it and leaves it loaded for the next job that names it."""
     if not hasattr(pipe, "load_lora_weights"):
-        raise InvalidRequest("techniques", "lora", f"{type(pipe).__name__} cannot load LoRA adapters",
-                             "use a Stable Diffusion, SDXL, SD3, Flux, PixArt or SANA model")
+        raise _no_loader(type(pipe).__name__)
     path = resolve_lora(config.adapter)
     book = _Adapters.of(pipe)
     name = _adapter_name(config.adapter)

@@ -11,7 +11,10 @@ Flow-matching models (SD3, Flux, SANA) get few-step flow schedules: ``euler`` is
 (``use_flow_sigmas``, as SANA ships them); ``spacing="trailing"`` spaces the sigmas evenly from
 1 down to (but not including) 0 before the shift, so a 2-4 step schedule does not spend a step
 at sigma 0.001 (the default spacing's last step); ``shift`` replaces the model's time shift.
-Consistency samplers and DDIM are refused there: they need a noise-prediction schedule.
+Consistency samplers and DDIM are refused there: they need a noise-prediction schedule. Wan ships
+UniPC on flow sigmas (``prediction_type="flow_prediction"``, ``flow_shift``): it counts as a
+flow-matching scheduler too, so few-step video LoRAs (CausVid/LightX2V-style) get ``euler`` with
+trailing spacing.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class SolverConfig:
     spacing: str | None = None
     shift: float | None = None
     name: ClassVar[str] = "solver"
-    families: ClassVar[tuple[Family, ...]] = (*UNETS, Family.VIDEO_UNET, Family.IMAGE_DIT)
+    families: ClassVar[tuple[Family, ...]] = (*UNETS, Family.VIDEO_UNET, Family.IMAGE_DIT, Family.VIDEO_DIT)
     alternatives: ClassVar[dict[Family, str]] = {}
 
     def __post_init__(self) -> None:
@@ -100,7 +103,7 @@ def apply_solver(pipe: Any, config: SolverConfig) -> _SolverHandle:
     )
 
     original = pipe.scheduler
-    if "FlowMatch" in type(original).__name__:
+    if is_flow(original):
         scheduler = flow_scheduler(original, config)
     else:
         if config.shift is not None:
@@ -151,6 +154,13 @@ def consistency_warning(config: SolverConfig, context: RequestContext) -> list[s
 FLOW_KINDS = ("euler", "dpmsolver++", "unipc")
 
 
+def is_flow(scheduler: Any) -> bool:
+    """A flow-matching schedule: diffusers' FlowMatch schedulers, or a multistep solver on flow
+    sigmas (Wan's UniPC)."""
+    config = scheduler.config
+    return "FlowMatch" in type(scheduler).__name__ or config.get("prediction_type") == "flow_prediction"
+
+
 def flow_scheduler(original: Any, config: SolverConfig) -> Any:
     """A few-step schedule for a flow-matching model (see the module docstring)."""
     from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
@@ -160,7 +170,8 @@ def flow_scheduler(original: Any, config: SolverConfig) -> Any:
         raise InvalidRequest("techniques.solver", config.kind, f"does not fit the flow-matching scheduler {name}",
                              "use solver kind=euler with spacing=trailing (a few-step flow schedule), or a "
                              "flow-matching model's own distilled checkpoint")
-    shift = config.shift if config.shift is not None else float(original.config.get("shift", 1.0))
+    own = original.config.get("shift", original.config.get("flow_shift", 1.0))
+    shift = config.shift if config.shift is not None else float(own or 1.0)
     if config.kind == "euler":
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(original.config, shift=shift)
         if config.spacing == "trailing":
@@ -169,7 +180,7 @@ def flow_scheduler(original: Any, config: SolverConfig) -> Any:
     cls = DPMSolverMultistepScheduler if config.kind == "dpmsolver++" else UniPCMultistepScheduler
     extra = {"algorithm_type": "dpmsolver++", "solver_order": 2} if config.kind == "dpmsolver++" else {}
     scheduler = cls.from_config(
-        {k: v for k, v in original.config.items() if k != "shift"}, use_flow_sigmas=True,
+        {k: v for k, v in original.config.items() if k not in ("shift", "flow_shift")}, use_flow_sigmas=True,
         prediction_type="flow_prediction", flow_shift=shift, final_sigmas_type="zero", **extra)
     _ignore_pipeline_sigmas(scheduler)
     return scheduler
