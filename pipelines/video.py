@@ -5,7 +5,9 @@ AnimateDiff, Latte, CogVideoX, Stable Video Diffusion), checked per family befor
 Each output is its own pipeline call with its own generator (seed, seed+1, ...), so a clip
 depends on its seed only. AnimateDiff clips longer than the motion modules' 16-frame context run
 in FreeNoise sliding windows (diffusers' ``enable_free_noise``: overlapping windows with shared
-noise, blended where they overlap), switched off again after the call.
+noise, blended where they overlap), switched off again after the call. Clips longer than a
+fixed-length model's window (Latte) are made window after window, each continuing the cached last
+frames of the one before (``pipelines/video_windows.py``); progress counts steps across windows.
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ from genaccel.settings import Settings
 from genaccel.spec import JobRequest
 from pipelines.modality import AudioOutput, Output, RunHooks, VideoOutput, check_format, register_adapter
 from pipelines.two_stage import TextImageToVideoPipeline
-from pipelines.video_rules import VIDEO_CLASSES, check_frames, check_memory, check_size, kind_of
+from pipelines.video_rules import (
+    VIDEO_CLASSES,
+    check_frames,
+    check_memory,
+    check_size,
+    fixed_frames,
+    kind_of,
+    window_overlap,
+)
+from pipelines.video_windows import long_clip
 
 if TYPE_CHECKING:
     from pipelines.registry import ModelInfo
@@ -79,7 +90,8 @@ class VideoAdapter:
             raise InvalidRequest("num_frames", frames, f"must be at most {settings.limits.frames_max}",
                                  f"pass --frames {settings.limits.frames_max} or fewer")
         guidance = p.guidance_scale if p.guidance_scale is not None else d.guidance_scale
-        check_memory(info, min(frames, kind.context or frames), width, height, guidance, settings)
+        window = kind.context or fixed_frames(kind, info) or frames  # longer clips run window by window
+        check_memory(info, min(frames, window), width, height, guidance, settings)
         return {
             "width": width, "height": height, "num_frames": frames, "fps": fps, "duration_s": None,
             "init_image": str(Path(p.init_image).expanduser().resolve()) if p.init_image else None,
@@ -129,8 +141,9 @@ class VideoAdapter:
             "height": p.height, "width": p.width, "num_frames": p.num_frames,
             "negative_prompt": request.negative_prompt if kind.prompt else None,
         }
-        if "video_length" in accepted:  # Latte
-            kwargs.update(video_length=p.num_frames, clean_caption=False)
+        window = int(getattr(getattr(pipe, "transformer", None), "config", {}).get("video_length") or 0)
+        if "video_length" in accepted:  # Latte: one call makes its window; longer clips are windows in turn
+            kwargs.update(video_length=min(p.num_frames, window or p.num_frames), clean_caption=False)
         if "max_sequence_length" in accepted:  # never longer than the tokenizer reads
             limit = getattr(getattr(pipe, "tokenizer", None), "model_max_length", None)
             default = inspect.signature(pipe.__call__).parameters["max_sequence_length"].default
@@ -166,6 +179,10 @@ class VideoAdapter:
         call = pipe.__call__
         for wrap in call_wrappers(pipe):
             call = wrap(call)
+        if kind.exact_frames and window and p.num_frames > window:
+            kwargs = {k: v for k, v in kwargs.items() if not k.startswith("callback_on_step_end")}
+            frames = long_clip(call, kwargs, p.num_frames, window, window_overlap(window), gen, on_step, on_latents)
+            return VideoOutput([f.convert("RGB") for f in frames], p.fps, None)
         slide = kind.context is not None and p.num_frames > kind.context and hasattr(pipe, "enable_free_noise")
         if slide:
             pipe.enable_free_noise(context_length=kind.context, context_stride=WINDOW_STRIDE)

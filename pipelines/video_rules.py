@@ -34,8 +34,9 @@ class VideoKind:
         size_multiple: width and height must be multiples of this.
         image: ``"required"``, ``"optional"`` or ``"none"``: whether the pipeline takes an init image.
         context: frames one motion window covers (AnimateDiff); longer clips run in sliding windows.
-        exact_frames: the model makes exactly this many frames (Latte's fixed temporal embedding);
-            0: read from the transformer's ``video_length``.
+        exact_frames: one call makes exactly the transformer's ``video_length`` frames (Latte's fixed
+            temporal embedding); longer clips are windows of that length overlapping by half
+            (``pipelines/video_windows.py``).
         prompt: whether the pipeline reads a prompt (Stable Video Diffusion does not).
     """
 
@@ -119,16 +120,17 @@ def check_frames(kind: VideoKind, info: ModelInfo, frames: int | None, duration:
         frames = max(1, math.ceil(duration * fps))
         if fixed is None and kind.frame_step > 1:
             frames = nearest_frames(frames, kind.frame_step, up=True)
-        elif fixed is not None and frames != fixed:
-            raise InvalidRequest("duration_s", duration, f"{info.name} ({kind.name}) makes exactly {fixed} frames "
-                                 f"({fixed / fps:g} s at {fps:g} fps)",
-                                 f"drop --duration, or pass --fps {fixed / duration:g}")
+        elif fixed is not None:
+            frames = windowed_frames(frames, fixed, up=True)
         return frames
     if frames is None:
         return fixed or info.defaults.num_frames or (kind.context or 2 * kind.frame_step) + 1
-    if fixed is not None and frames != fixed:
-        raise InvalidRequest("num_frames", frames, f"{info.name} ({kind.name}) makes exactly {fixed} frames: its "
-                             "temporal position embedding has that length", f"pass --frames {fixed}")
+    if fixed is not None and frames != windowed_frames(frames, fixed):
+        hop = fixed - window_overlap(fixed)
+        raise InvalidRequest("num_frames", frames, f"{info.name} ({kind.name}) makes {fixed} frames a window (its "
+                             f"temporal position embedding has that length); longer clips are windows overlapping "
+                             f"by {fixed - hop}: {fixed}, {fixed + hop}, {fixed + 2 * hop}, ... frames",
+                             f"pass --frames {windowed_frames(frames, fixed)}")
     if kind.frame_step > 1 and (frames - 1) % kind.frame_step:
         near = nearest_frames(frames, kind.frame_step)
         raise InvalidRequest("num_frames", frames, f"{kind.name} makes {kind.frame_step}k+1 frames (1, "
@@ -136,8 +138,20 @@ def check_frames(kind: VideoKind, info: ModelInfo, frames: int | None, duration:
     return frames
 
 
+def window_overlap(window: int) -> int:
+    """Frames a window of a fixed-length model shares with the one before it (half, at least 1)."""
+    return max(1, window // 2)
+
+
+def windowed_frames(frames: int, window: int, up: bool = False) -> int:
+    """The valid count ``window + k * hop`` nearest ``frames`` (the next one up with ``up``)."""
+    hop = window - window_overlap(window)
+    k = max(0.0, (frames - window) / hop)
+    return int(window + (math.ceil(k) if up else round(k)) * hop)
+
+
 def fixed_frames(kind: VideoKind, info: ModelInfo) -> int | None:
-    """The one frame count a model makes (Latte), or ``None`` when it makes many."""
+    """The frames one call of a fixed-length model makes (Latte), or ``None`` when it makes many."""
     if not kind.exact_frames:
         return None
     length = model_configs(info).get("transformer", {}).get("video_length")

@@ -464,9 +464,6 @@ def test_video_input_reference_runs_image_to_video_on_tiny_wan_i2v(client: TestC
      "as a multipart file"),
     ({"model": "tiny-wan-i2v"}, {"input_reference": ("in.png", b"not an image", "image/png")}, "input_reference",
      "input_reference is not a readable image; fix: send a PNG, JPEG or WebP file"),
-    ({"model": "tiny-latte", "seconds": "4"}, None, "seconds",
-     "seconds=4 cannot be made: tiny-latte (Latte) makes exactly 8 frames (1 s at 8 fps); fix: omit seconds, or "
-     "pass seconds=1"),
     ({"model": "tiny-wan", "seconds": "1000"}, None, "seconds",
      "seconds=1000 needs 8001 frames at 8 fps, and tiny-wan makes at most 257 frames (32.125 s) here; fix: pass "
      "seconds=32.125 or less"),
@@ -496,3 +493,17 @@ def test_a_video_above_the_memory_budget_is_refused_in_this_endpoints_words(isol
     assert "a 9-frame 64x64 clip needs about" in error(r)["message"]
     assert error(r)["message"].endswith("fix: lower seconds, size (or raise GENACCEL_JOB_MEMORY_GB on a larger "
                                         "worker)")
+
+
+def test_seconds_on_a_fixed_length_model_round_up_to_whole_windows(isolated_home: Path) -> None:
+    from genaccel.api.openai.video_fit import fit_seconds, video_kind
+
+    settings = Settings(home=isolated_home)
+    info = ModelRegistry(settings).resolve("tiny-latte")
+    kind = video_kind(info)
+    assert kind is not None
+    warnings: list[str] = []
+    assert fit_seconds(kind, info, 4, 8.0, settings, warnings) == 32 and not warnings  # 8 + 6 x 4
+    assert fit_seconds(kind, info, 1.6, 8.0, settings, warnings) == 16
+    assert warnings == ["seconds=1.6 rounded up to 16 frames (2 s at 8 fps): Latte makes 8 + 4k frames (windows of "
+                        "8 overlapping by 4)"]

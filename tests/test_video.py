@@ -126,8 +126,10 @@ def test_audio_a_pipeline_returns_is_muxed(settings: Settings, tmp_path: Path) -
     ({"model": "tiny-wan", "height": 72},
      "height=72 is invalid: Wan needs sizes in multiples of 16; fix: pass --height 64"),
     ({"model": "tiny-latte", "frames": 9},
-     "num_frames=9 is invalid: tiny-latte (Latte) makes exactly 8 frames: its temporal position embedding has "
-     "that length; fix: pass --frames 8"),
+     "num_frames=9 is invalid: tiny-latte (Latte) makes 8 frames a window (its temporal position embedding has "
+     "that length); longer clips are windows overlapping by 4: 8, 12, 16, ... frames; fix: pass --frames 8"),
+    ({"model": "tiny-latte", "frames": 5},
+     "num_frames=5 is invalid: tiny-latte (Latte) makes 8 frames a window"),
     ({"model": "tiny-wan-i2v"},
      "init_image=None is invalid: tiny-wan-i2v (Wan image-to-video) makes a clip from an image; fix: pass --init "
      "IMAGE (the first frame), or use a text-to-video model"),
@@ -183,6 +185,39 @@ def test_animatediff_long_clip_runs_in_freenoise_windows(settings: Settings) -> 
     (outputs,) = VideoAdapter().generate(pipe, [request], RunHooks(lambda s, t: None))
     assert len(outputs[0].frames) == 20  # type: ignore[union-attr]
     assert not getattr(pipe, "free_noise_enabled", False)  # switched off after the call
+
+
+def test_latte_long_clip_runs_window_after_window_from_the_cached_past_frames(settings: Settings) -> None:
+    from pipelines.video_rules import windowed_frames
+    from pipelines.video_windows import long_clip, valid_frames, window_count
+
+    assert [window_count(f, 8, 4) for f in (8, 12, 16, 20)] == [1, 2, 3, 4]
+    assert valid_frames(16, 8, 4) and not valid_frames(14, 8, 4) and not valid_frames(5, 8, 4)
+    assert (windowed_frames(14, 8), windowed_frames(13, 8, up=True), windowed_frames(3, 8)) == (16, 16, 8)
+    request = prepared(settings, model="tiny-latte", frames=16, steps=3, seed=2)
+    assert prepared(settings, model="tiny-latte", duration=1.6, steps=3).params.num_frames == 16  # 12.8 -> 16
+    pipe = builtin_models()["tiny-latte"].builder()  # type: ignore[misc]
+    pipe.set_progress_bar_config(disable=True)
+    steps: list[tuple[int, int]] = []
+    (outputs,) = VideoAdapter().generate(pipe, [request], RunHooks(lambda s, t: steps.append((s, t))))
+    assert len(outputs[0].frames) == 16  # type: ignore[union-attr]
+    assert steps == [(i, 9) for i in range(1, 10)]  # 3 windows x 3 steps, in order
+
+    # the cache: every later window starts from the previous window's last clean latent frames
+    finals: list[torch.Tensor] = []
+
+    def call(**kwargs: Any) -> Any:
+        held = kwargs["callback_on_step_end"]
+        out = pipe(**kwargs)
+        finals.append(held.last)
+        return out
+
+    kwargs = {"prompt": "a red ball", "num_inference_steps": 3, "guidance_scale": 4.5, "height": 64, "width": 64,
+              "video_length": 8, "output_type": "pil", "clean_caption": False}
+    frames = long_clip(call, kwargs, 12, 8, 4, torch.Generator().manual_seed(0), lambda s, t: None)
+    assert len(frames) == 12 and len(finals) == 2
+    torch.testing.assert_close(finals[1][:, :, :4], finals[0][:, :, 4:])
+    assert not torch.allclose(finals[1][:, :, 4:], finals[0][:, :, 4:])
 
 
 def test_preview_is_a_strip_of_frames() -> None:

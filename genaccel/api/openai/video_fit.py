@@ -5,10 +5,11 @@ OpenAI's clients send a few fixed durations (``"4"``, ``"8"``, ``"12"``) and siz
 that a model's frame and size rules rarely match, so this surface fits them the way the video
 adapter fits a ``--duration``: ``seconds`` becomes frames at the clip's fps, rounded **up** to the
 family's next valid count (Wan and CogVideoX 4k+1, LTX 8k+1); ``size`` is rounded to the nearest
-multiple the family needs (16, LTX 32). Each rounding is a warning in the header. What cannot be
-made is a 400 naming ``seconds``, ``size`` or ``input_reference``: a duration a fixed-length model
-(Latte) does not make, a clip past the model's or the server's length limit, an image for a
-text-to-video model, no image for an image-to-video one. Models of other adapters (plugins) get
+multiple the family needs (16, LTX 32). A fixed-length model (Latte) makes longer clips from
+overlapping windows, so its counts are ``window + k * hop``. Each rounding is a warning in the
+header. What cannot be made is a 400 naming ``seconds``, ``size`` or ``input_reference``: a clip
+past the model's or the server's length limit, an image for a text-to-video model, no image for an
+image-to-video one. Models of other adapters (plugins) get
 ``seconds`` as frames at their fps and ``size`` as given.
 """
 
@@ -23,7 +24,7 @@ from genaccel.api.openai.errors import OpenAIError, invalid
 from genaccel.errors import InvalidRequest
 from genaccel.settings import Settings
 from pipelines.registry import ModelInfo
-from pipelines.video_rules import VideoKind, check_frames, fixed_frames, kind_of, nearest_size
+from pipelines.video_rules import VideoKind, check_frames, fixed_frames, kind_of, nearest_size, window_overlap
 
 
 def video_kind(info: ModelInfo) -> VideoKind | None:
@@ -39,12 +40,8 @@ def video_kind(info: ModelInfo) -> VideoKind | None:
 def fit_seconds(kind: VideoKind, info: ModelInfo, seconds: float, fps: float, settings: Settings,
                 warnings: list[str]) -> int:
     """The frames ``seconds`` makes on ``info`` at ``fps`` (rounded up to a valid count, warned)."""
-    try:
-        frames = check_frames(kind, info, None, seconds, fps)
-    except InvalidRequest as exc:  # a fixed-length model
-        fixed = fixed_frames(kind, info) or 1
-        raise invalid("seconds", f"seconds={seconds:g} cannot be made: {exc.limit}; fix: omit seconds, or pass "
-                                 f"seconds={fixed / fps:g}", "unsupported_value") from None
+    frames = check_frames(kind, info, None, seconds, fps)
+    fixed = fixed_frames(kind, info)
     most = settings.limits.frames_max
     if info.defaults.max_duration_s is not None:
         most = min(most, int(info.defaults.max_duration_s * fps))
@@ -56,6 +53,9 @@ def fit_seconds(kind: VideoKind, info: ModelInfo, seconds: float, fps: float, se
                                  "less (or a lower fps in extra_body)")
     if abs(frames - seconds * fps) > 1e-6:
         rule = f"{kind.name} makes {kind.frame_step}k+1 frames" if kind.frame_step > 1 else "whole frames"
+        if fixed is not None:
+            hop = fixed - window_overlap(fixed)
+            rule = f"{kind.name} makes {fixed} + {hop}k frames (windows of {fixed} overlapping by {fixed - hop})"
         warnings.append(f"seconds={seconds:g} rounded up to {frames} frames ({frames / fps:g} s at {fps:g} fps): "
                         f"{rule}")
     return frames
