@@ -169,7 +169,8 @@ def speech_ref_info(name: str, folder: Path, source: Source, description: str = 
     cfg = speech_ref.SpeechRefConfig.load(folder / "config.json")
     card = model_card(folder)
     if not description and card.get("distilled_from"):
-        description = f"consistency student of {card['distilled_from']} ({cfg.default_steps} steps)"
+        steps = f"{cfg.default_steps} step{'s' if cfg.default_steps != 1 else ''}"
+        description = f"consistency student of {card['distilled_from']} ({steps})"
     return ModelInfo(name, "speech", Family.SPEECH_DIT, source, str(folder), "SpeechRefModel",
                      ModelDefaults(steps=cfg.default_steps, guidance_scale=0.0, width=0, height=0, sample_rate=22050,
                                    channels=1, voices=tuple(cfg.voices)),
