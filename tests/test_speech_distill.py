@@ -116,3 +116,20 @@ def test_speech_distill_refusals(capsys: pytest.CaptureFixture[str], tmp_path: P
     prompts.write_text("red cat\n")
     assert main(["distill", "--teacher", "tiny-speech-ref", "--prompts", str(prompts), "--steps", "1"]) == 2
     assert "distils on espeak-ng renderings of its training sentences, not on prompts" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (Path(__file__).parents[1] / "assets" / "speech-ref-consistency").is_dir(),
+                    reason="the shipped student is not in assets/")
+def test_shipped_student_is_served_and_turbo_on_speech_ref_swaps_to_it(settings: Settings) -> None:
+    from genaccel.metrics.speech import SpeechEvaluator
+
+    registry = ModelRegistry(settings)
+    request = JobRequest.from_flat({"modality": "speech", "prompt": "red cat jumps seven", "model": "speech-ref",
+                                    "profile": "turbo", "voice": "gb-female"})
+    prepared, info = prepare_request(request, registry, settings)
+    assert (prepared.model, prepared.swapped_from, prepared.params.steps) == ("speech-ref-consistency",
+                                                                           "speech-ref", 1)
+    model = info.builder()  # type: ignore[misc]
+    wav = model.synthesize("red cat jumps seven", "gb-female", 1.0, 1, torch.Generator().manual_seed(0),
+                           lambda i, n: None)
+    assert SpeechEvaluator.load().read([wav], model.sample_rate)[0] == ("red", "cat", "jumps", "seven")
