@@ -184,11 +184,17 @@ class VideoAdapter:
             frames = long_clip(call, kwargs, p.num_frames, window, window_overlap(window), gen, on_step, on_latents)
             return VideoOutput([f.convert("RGB") for f in frames], p.fps, None)
         slide = kind.context is not None and p.num_frames > kind.context and hasattr(pipe, "enable_free_noise")
+        tick = None
         if slide:
             pipe.enable_free_noise(context_length=kind.context, context_stride=WINDOW_STRIDE)
+            tick = _count_windows(pipe, windows(p.num_frames, kind.context), on_step, p.steps)
+            if tick is not None:
+                on_step = tick.step_end
         try:
             result = call(**kwargs)
         finally:
+            if tick is not None:
+                tick.handle.remove()
             if slide:
                 pipe.disable_free_noise()
         frames = [f.convert("RGB") for f in result.frames[0]]
@@ -199,6 +205,31 @@ class VideoAdapter:
 
     def serves(self, pipeline_class: str) -> bool:
         return pipeline_class in VIDEO_CLASSES
+
+
+class _WindowTicks:
+    """FreeNoise runs every window inside each step of one call: the first FreeNoise block's
+    self-attention runs once per window, so counting its calls gives progress by window."""
+
+    def __init__(self, module: Any, count: int, on_step: Any, steps: int) -> None:
+        self.count, self.on_step, self.steps, self.done = count, on_step, steps, 0
+        self.handle = module.register_forward_hook(self._window)
+
+    def _window(self, *_: Any) -> None:
+        self.done += 1
+        if self.done % self.count:  # the window that ends a step is reported by the step callback
+            self.on_step(self.done, self.steps * self.count)
+
+    def step_end(self, step: int, total: int) -> None:
+        self.done = step * self.count
+        self.on_step(self.done, total * self.count)
+
+
+def _count_windows(pipe: Any, count: int, on_step: Any, steps: int) -> _WindowTicks | None:
+    from diffusers.models.attention import FreeNoiseTransformerBlock
+
+    first = next((m for m in pipe.unet.modules() if isinstance(m, FreeNoiseTransformerBlock)), None)
+    return _WindowTicks(first.attn1, count, on_step, steps) if first is not None else None
 
 
 def _shifted(on_step: Any, offset: int, total: int) -> Any:

@@ -178,13 +178,16 @@ def test_memory_estimate_refuses_a_clip_that_cannot_fit(isolated_home: Path, cap
 
 
 def test_animatediff_long_clip_runs_in_freenoise_windows(settings: Settings) -> None:
-    request = prepared(settings, model="tiny-animatediff", frames=20, steps=1, seed=2)
+    request = prepared(settings, model="tiny-animatediff", frames=20, steps=2, seed=2)
     assert windows(20, 16) == 2 and windows(24, 16) == 3 and windows(16, 16) == 1
     pipe = builtin_models()["tiny-animatediff"].builder()  # type: ignore[misc]
     pipe.set_progress_bar_config(disable=True)
-    (outputs,) = VideoAdapter().generate(pipe, [request], RunHooks(lambda s, t: None))
+    ticks: list[tuple[int, int]] = []
+    (outputs,) = VideoAdapter().generate(pipe, [request], RunHooks(lambda s, t: ticks.append((s, t))))
     assert len(outputs[0].frames) == 20  # type: ignore[union-attr]
+    assert ticks == [(1, 4), (2, 4), (3, 4), (4, 4)]  # progress by window: 2 steps x 2 windows
     assert not getattr(pipe, "free_noise_enabled", False)  # switched off after the call
+    assert not any(m._forward_hooks for m in pipe.unet.modules())  # the window counter is gone too
 
 
 def test_latte_long_clip_runs_window_after_window_from_the_cached_past_frames(settings: Settings) -> None:
