@@ -114,7 +114,7 @@ def test_video_student_starts_as_the_teacher_and_trains_on_video_latents() -> No
 
     teacher = build_tiny_latte()
     distiller = Distiller(teacher, DistillConfig(batch=2, guidance_default=4.5))
-    latents, captions = distiller.family.reference_data(2, seed=0)  # type: ignore[union-attr]
+    latents, captions = distiller.family.reference_data(2, seed=0)
     assert latents.shape == (2, 4, teacher.transformer.config.video_length, 8, 8) and "moving" in captions[0]
     x, t = torch.randn(latents.shape), torch.tensor([10, 500])
     cond = distiller._embed(captions)

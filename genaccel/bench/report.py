@@ -126,15 +126,7 @@ def contact_sheet(samples: list[tuple[str, list[dict[str, Any]]]], path: Path, c
             for k, line in enumerate(lines):
                 draw.text((x + 4, y + tile_h + 1 + 12 * k), line, fill=(0, 0, 0) if k < 2 else (160, 0, 0))
         bands.append(band)
-    if not bands:
-        return
-    sheet = Image.new("RGB", (bands[0].width, sum(b.height for b in bands)), (255, 255, 255))
-    y = 0
-    for band in bands:
-        sheet.paste(band, (0, y))
-        y += band.height
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    _stack(bands, path)
 
 
 def write_video_sheet(rows: list[tuple[str, list[Any]]], prompts: list[str], path: Path) -> None:
@@ -152,13 +144,20 @@ def write_video_sheet(rows: list[tuple[str, list[Any]]], prompts: list[str], pat
             strip.paste(Image.fromarray(frames), (0, 14))
             ImageDraw.Draw(strip).text((2, 1), f"{label}: {prompts[i]}"[:90], fill=(0, 0, 0))
             strips.append(strip)
-    if not strips:
+    _stack(strips, path)
+
+
+def _stack(parts: list[Any], path: Path) -> None:
+    """PIL images one under the other on white, saved to ``path`` (nothing when there are none)."""
+    from PIL import Image
+
+    if not parts:
         return
-    sheet = Image.new("RGB", (max(s.width for s in strips), sum(s.height for s in strips)), (255, 255, 255))
+    sheet = Image.new("RGB", (max(p.width for p in parts), sum(p.height for p in parts)), (255, 255, 255))
     y = 0
-    for strip in strips:
-        sheet.paste(strip, (0, y))
-        y += strip.height
+    for part in parts:
+        sheet.paste(part, (0, y))
+        y += part.height
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
 

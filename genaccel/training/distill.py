@@ -40,11 +40,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, LCMScheduler, PixArtAlphaPipeline, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    DDPMScheduler,
+    LattePipeline,
+    LCMScheduler,
+    PixArtAlphaPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 
 from genaccel.errors import InvalidRequest
 from genaccel.training.common import load_checkpoint, plot_loss, save_checkpoint
-from genaccel.training.distill_video import LatteFamily, is_latte
+from genaccel.training.shapes_video import MAX_TOKENS, caption_bias, encode_clips
 
 log = logging.getLogger(__name__)
 Conditioning = tuple[torch.Tensor, torch.Tensor | None]
@@ -161,6 +168,8 @@ class _PixArtFamily:
     """PixArt transformer teacher: the student copies it and is distilled at one guidance scale."""
 
     guided = False
+    max_length: int | None = None
+    """Tokens the captions are padded to (None: the tokenizer's own maximum)."""
 
     def __init__(self, teacher: Any) -> None:
         self.teacher = teacher
@@ -175,7 +184,7 @@ class _PixArtFamily:
     @torch.no_grad()
     def embed(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         tok = self.teacher.tokenizer
-        enc = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+        enc = tok(prompts, padding="max_length", max_length=self.max_length or tok.model_max_length, truncation=True,
                   add_special_tokens=True, return_tensors="pt")
         mask = enc.attention_mask
         return self.teacher.text_encoder(enc.input_ids, attention_mask=mask)[0], mask
@@ -194,6 +203,33 @@ class _PixArtFamily:
         t = self.teacher
         return PixArtAlphaPipeline(tokenizer=t.tokenizer, text_encoder=t.text_encoder, vae=t.vae,
                                    transformer=denoiser, scheduler=scheduler)
+
+
+class LatteFamily(_PixArtFamily):
+    """Latte video teacher (``shapes-video``): as PixArt, distilled at one guidance scale (no
+    guidance-scale input), on video latents ``(B, C, F, h, w)`` of moving-shape clips encoded frame
+    by frame with the image VAE, as the teacher was trained (``genaccel.training.shapes_video``)."""
+
+    max_length = MAX_TOKENS
+
+    @staticmethod
+    def call(model: Any, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None,
+             w_emb: torch.Tensor | None) -> torch.Tensor:
+        bias = None if mask is None else caption_bias(mask, x.shape[2])  # what the pipeline's trimming amounts to
+        out = model(x, timestep=t, encoder_hidden_states=cond, encoder_attention_mask=bias).sample
+        return out[:, : x.shape[1]]  # Latte predicts (noise, variance): keep the noise
+
+    def pipeline(self, denoiser: Any, scheduler: Any) -> Any:
+        t = self.teacher
+        return LattePipeline(tokenizer=t.tokenizer, text_encoder=t.text_encoder, vae=t.vae, transformer=denoiser,
+                             scheduler=scheduler)
+
+    def reference_data(self, count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+        """Scaled latents and captions of ``count`` moving-shape clips of the teacher's length."""
+        from genaccel.refdata.moving_shapes import make_clips
+
+        clips, specs = make_clips(count, int(self.teacher.transformer.config.video_length), seed)
+        return encode_clips(self.teacher.vae, clips), [s.caption() for s in specs]
 
 
 @contextmanager
@@ -225,7 +261,7 @@ def teacher_family(teacher: Any) -> _UNetFamily | _PixArtFamily | LatteFamily:
         return _UNetFamily(teacher)
     if isinstance(teacher, PixArtAlphaPipeline):
         return _PixArtFamily(teacher)
-    if is_latte(teacher):
+    if isinstance(teacher, LattePipeline):
         return LatteFamily(teacher)
     raise InvalidRequest("teacher", type(teacher).__name__, "genaccel distill trains students of SD-UNet, "
                          "PixArt and Latte pipelines (and of speech-ref) only in this version",
