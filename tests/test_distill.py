@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,6 +12,16 @@ import torch
 from genaccel.cli import main
 from genaccel.errors import InvalidRequest
 from genaccel.training.distill import DistillConfig, Distiller, guidance_embedding, make_student
+
+
+def distilled(capsys: pytest.CaptureFixture[str], teacher: str, data: int, work: Path) -> tuple[Path, dict[str, Any]]:
+    """Run ``genaccel distill`` for 2 steps of batch 2; the student folder and its card."""
+    args = ["distill", "--teacher", teacher, "--steps", "2", "--batch", "2", "--data", str(data),
+            "--work", str(work)]
+    assert main(args) == 0, capsys.readouterr().err
+    out = Path(capsys.readouterr().out.strip())
+    assert (out / "loss_curve.png").is_file() and (out / "train_log.json").is_file()
+    return out, json.loads((out / "genaccel.json").read_text())
 
 
 def test_student_starts_as_the_teacher(tiny_sd) -> None:  # type: ignore[no-untyped-def]
@@ -38,16 +49,10 @@ def test_loss_is_finite_and_trains(tiny_sd, mode: str) -> None:  # type: ignore[
 @pytest.mark.slow
 def test_distill_command_makes_a_model_that_renders(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                      isolated_home: Path) -> None:
-    args = ["distill", "--teacher", "tiny-sd", "--steps", "2", "--batch", "2", "--data", "16",
-            "--work", str(tmp_path / "work")]
-    assert main(args) == 0, capsys.readouterr().err
-    out = Path(capsys.readouterr().out.strip())
+    out, card = distilled(capsys, "tiny-sd", 16, tmp_path / "work")
     assert out == isolated_home / "models" / "tiny-sd-lcm"
-    card = json.loads((out / "genaccel.json").read_text())
     assert card["defaults"]["steps"] == 4 and card["distilled_from"] == "tiny-sd"
-    assert (out / "loss_curve.png").is_file() and (out / "train_log.json").is_file()
-    assert main(args) == 0  # resuming a finished run saves the same student again
-    capsys.readouterr()
+    assert distilled(capsys, "tiny-sd", 16, tmp_path / "work")[0] == out  # resuming a finished run saves again
     code = main(["render", "a red circle", "--model", "tiny-sd-lcm", "--negative", "blue", "--json",
                  "--out", str(tmp_path / "png")])
     job = json.loads(capsys.readouterr().out)
@@ -94,11 +99,7 @@ def test_dit_student_starts_as_the_teacher_and_trains(tiny_dit) -> None:  # type
 @pytest.mark.slow
 def test_dit_student_renders_without_cfg_and_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                      isolated_home: Path) -> None:
-    args = ["distill", "--teacher", "tiny-dit", "--steps", "2", "--batch", "2", "--data", "16",
-            "--work", str(tmp_path / "work")]
-    assert main(args) == 0, capsys.readouterr().err
-    out = Path(capsys.readouterr().out.strip())
-    card = json.loads((out / "genaccel.json").read_text())
+    _, card = distilled(capsys, "tiny-dit", 16, tmp_path / "work")
     assert card["defaults"] == {"steps": 4, "guidance_scale": 1.0} and card["guidance_distilled"] == 4.5
     for guidance, expected in [(None, "guidance is distilled into this model"), ("3", "applies classifier-free")]:
         extra = ["--guidance", guidance] if guidance else []
@@ -122,7 +123,7 @@ def test_video_student_starts_as_the_teacher_and_trains_on_video_latents() -> No
         same = distiller.family.call(teacher.transformer, x, t, *cond, None)
         assert torch.equal(same, distiller.family.call(distiller.student, x, t, *cond, None))
     empty = distiller._embed([""])
-    loss = distiller.loss(latents, cond, (empty[0].expand_as(cond[0]), empty[1].expand_as(cond[1])),  # type: ignore[union-attr]
+    loss = distiller.loss(latents, cond, (empty[0].expand_as(cond[0]), empty[1].expand_as(cond[1])),
                           torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss) and all(p.grad is None for p in teacher.transformer.parameters())
@@ -131,12 +132,8 @@ def test_video_student_starts_as_the_teacher_and_trains_on_video_latents() -> No
 @pytest.mark.slow
 def test_video_student_renders_a_clip_in_four_steps(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                    isolated_home: Path) -> None:
-    args = ["distill", "--teacher", "tiny-latte", "--steps", "2", "--batch", "2", "--data", "4",
-            "--work", str(tmp_path / "work")]
-    assert main(args) == 0, capsys.readouterr().err
-    out = Path(capsys.readouterr().out.strip())
+    out, card = distilled(capsys, "tiny-latte", 4, tmp_path / "work")
     assert out == isolated_home / "models" / "tiny-latte-lcm"
-    card = json.loads((out / "genaccel.json").read_text())
     assert card["defaults"] == {"steps": 4, "guidance_scale": 1.0} and card["distilled_from"] == "tiny-latte"
     code = main(["render", "a red circle moving from left to right", "--modality", "video", "--model",
                  "tiny-latte", "--profile", "turbo", "--json", "--out", str(tmp_path / "clip")])

@@ -19,6 +19,7 @@ from genaccel.training.speech_distill import SpeechDistillConfig, SpeechDistille
 from pipelines.prepare import prepare_request
 from pipelines.registry import ModelRegistry
 from pipelines.speech_ref import SpeechRefModel, build_tiny_speech_ref, rotary
+from tests.test_distill import distilled
 
 pytestmark = pytest.mark.skipif(not corpus.available(),
                                 reason="libespeak-ng is not installed (apt-get install espeak-ng)")
@@ -70,17 +71,14 @@ def test_student_starts_as_the_teacher_and_its_loss_falls() -> None:
 @pytest.mark.slow
 def test_distill_command_makes_a_speech_student_turbo_swaps_to(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                               isolated_home: Path) -> None:
-    args = ["distill", "--teacher", "tiny-speech-ref", "--steps", "2", "--batch", "2", "--data", "6",
-            "--work", str(tmp_path / "work")]
-    assert main(args) == 0, capsys.readouterr().err
-    out = Path(capsys.readouterr().out.strip())
+    out, card = distilled(capsys, "tiny-speech-ref", 6, tmp_path / "work")
     assert out == isolated_home / "models" / "tiny-speech-ref-consistency"
-    card = json.loads((out / "genaccel.json").read_text())
     assert (card["distilled_from"], card["mode"], card["defaults"]) == ("tiny-speech-ref", "consistency",
                                                                        {"steps": 2})
     assert json.loads((out / "config.json").read_text())["sampler"] == "consistency"
-    assert (out / "loss_curve.png").is_file() and (out / "train_log.json").is_file()
-    assert main([*args[:4], "3", *args[5:]]) == 0  # resumes from step 2
+    args = ["distill", "--teacher", "tiny-speech-ref", "--steps", "3", "--batch", "2", "--data", "6",
+            "--work", str(tmp_path / "work")]
+    assert main(args) == 0  # resumes from step 2
     assert len(torch.load(tmp_path / "work" / "student.pt", weights_only=False)["losses"]) == 3
     capsys.readouterr()
 
