@@ -22,6 +22,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+@torch.no_grad()
+def ema_update(target: torch.nn.Module, source: torch.nn.Module, decay: float) -> None:
+    """``target <- decay * target + (1 - decay) * source``, parameter by parameter."""
+    for p_t, p_s in zip(target.parameters(), source.parameters(), strict=True):
+        p_t.mul_(decay).add_(p_s.detach(), alpha=1 - decay)
+
+
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None

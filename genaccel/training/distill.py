@@ -50,7 +50,7 @@ from diffusers import (
 )
 
 from genaccel.errors import InvalidRequest
-from genaccel.training.common import load_checkpoint, plot_loss, save_checkpoint
+from genaccel.training.common import ema_update, load_checkpoint, plot_loss, save_checkpoint
 from genaccel.training.shapes_video import MAX_TOKENS, caption_bias, encode_clips
 
 log = logging.getLogger(__name__)
@@ -398,9 +398,7 @@ class Distiller:
             torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
             opt.step()
             if self.target is not None:
-                with torch.no_grad():
-                    for p_t, p_s in zip(self.target.parameters(), self.student.parameters(), strict=True):
-                        p_t.mul_(c.ema_decay).add_(p_s.detach(), alpha=1 - c.ema_decay)
+                ema_update(self.target, self.student, c.ema_decay)
             losses.append(loss.item())
             if progress:
                 progress(step + 1, c.steps, losses[-1])

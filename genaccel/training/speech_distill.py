@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from genaccel.refdata import mel as melspec
-from genaccel.training.common import load_checkpoint, plot_loss, save_checkpoint
+from genaccel.training.common import ema_update, load_checkpoint, plot_loss, save_checkpoint
 from pipelines.speech_ref import SpeechRefModel, regulate, rotary, sway_schedule
 
 Progress = Callable[[int, int, float], None]
@@ -112,9 +112,7 @@ class SpeechDistiller:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
             opt.step()
-            with torch.no_grad():
-                for p_t, p_s in zip(self.target.parameters(), self.student.parameters(), strict=True):
-                    p_t.mul_(c.ema_decay).add_(p_s.detach(), alpha=1 - c.ema_decay)
+            ema_update(self.target, self.student, c.ema_decay)
             losses.append(loss.item())
             if progress:
                 progress(step + 1, c.steps, losses[-1])
