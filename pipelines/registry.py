@@ -127,24 +127,20 @@ def speech_models(assets: Path = ASSETS) -> dict[str, ModelInfo]:
     from pipelines import speech_models as sm
     from pipelines import speech_ref
 
-    def defaults(steps: int, rate: int, voices: tuple[str, ...]) -> ModelDefaults:
-        return ModelDefaults(steps=steps, guidance_scale=0.0, width=0, height=0, sample_rate=rate, channels=1,
-                             voices=voices)
-
     two = ("us-male", "us-female")
     found = {
         "tiny-vits": ModelInfo("tiny-vits", "speech", Family.OTHER, "builtin", "tiny-vits", "VitsSpeech",
-                               defaults(1, 16000, two), "tiny random-weight VITS (single pass; tests)",
+                               speech_defaults(1, 16000, two), "tiny random-weight VITS (single pass; tests)",
                                sm.build_tiny_vits),
         "tiny-fastspeech2": ModelInfo("tiny-fastspeech2", "speech", Family.OTHER, "builtin", "tiny-fastspeech2",
-                                      "FastSpeech2Speech", defaults(1, 22050, two),
+                                      "FastSpeech2Speech", speech_defaults(1, 22050, two),
                                       "tiny random-weight FastSpeech2Conformer + HiFi-GAN (single pass; tests)",
                                       sm.build_tiny_fastspeech2),
         "tiny-longcat": ModelInfo("tiny-longcat", "speech", Family.SPEECH_DIT, "builtin", "tiny-longcat",
-                                  "LongCatSpeech", defaults(4, 24000, ("default",)),
+                                  "LongCatSpeech", speech_defaults(4, 24000, ("default",)),
                                   "tiny random-weight LongCat AudioDiT (flow matching; tests)", sm.build_tiny_longcat),
         "tiny-speech-ref": ModelInfo("tiny-speech-ref", "speech", Family.SPEECH_DIT, "builtin", "tiny-speech-ref",
-                                     "SpeechRefModel", defaults(2, 22050, tuple(VOICES)),
+                                     "SpeechRefModel", speech_defaults(2, 22050, tuple(VOICES)),
                                      "tiny random-weight speech-ref (flow-matching mel DiT; tests)",
                                      speech_ref.build_tiny_speech_ref),
     }
@@ -154,6 +150,12 @@ def speech_models(assets: Path = ASSETS) -> dict[str, ModelInfo]:
             "speech-ref", folder, "asset",
             "reference TTS trained on espeak-ng speech (phoneme encoder, flow-matching mel DiT, Griffin-Lim)")
     return found
+
+
+def speech_defaults(steps: int, rate: int, voices: tuple[str, ...]) -> ModelDefaults:
+    """A speech model's defaults: mono audio at ``rate``, no image fields, no guidance."""
+    return ModelDefaults(steps=steps, guidance_scale=0.0, width=0, height=0, sample_rate=rate, channels=1,
+                         voices=voices)
 
 
 def is_speech_ref_folder(path: Path) -> bool:
@@ -174,8 +176,7 @@ def speech_ref_info(name: str, folder: Path, source: Source, description: str = 
         steps = f"{cfg.default_steps} step{'s' if cfg.default_steps != 1 else ''}"
         description = f"consistency student of {card['distilled_from']} ({steps})"
     return ModelInfo(name, "speech", Family.SPEECH_DIT, source, str(folder), "SpeechRefModel",
-                     ModelDefaults(steps=cfg.default_steps, guidance_scale=0.0, width=0, height=0, sample_rate=22050,
-                                   channels=1, voices=tuple(cfg.voices)),
+                     speech_defaults(cfg.default_steps, speech_ref.SpeechRefModel.sample_rate, tuple(cfg.voices)),
                      description, partial(speech_ref.SpeechRefModel.load, folder))
 
 def tiny_video_models() -> dict[str, ModelInfo]:

@@ -37,7 +37,7 @@ from pipelines.video_rules import (
     kind_of,
     window_overlap,
 )
-from pipelines.video_windows import long_clip
+from pipelines.video_windows import long_clip, window_count
 
 if TYPE_CHECKING:
     from pipelines.registry import ModelInfo
@@ -51,9 +51,7 @@ PREVIEW_SIDE = 64
 
 def windows(frames: int, context: int | None, stride: int = WINDOW_STRIDE) -> int:
     """Sliding windows a clip of ``frames`` runs in (1 when it fits one context)."""
-    if context is None or frames <= context:
-        return 1
-    return 1 + -(-(frames - context) // stride)
+    return 1 if context is None else window_count(frames, context, context - stride)
 
 
 class VideoAdapter:

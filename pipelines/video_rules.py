@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genaccel.errors import InvalidRequest
+from pipelines.video_windows import valid_frames
 
 if TYPE_CHECKING:
     from genaccel.settings import Settings
@@ -125,7 +126,7 @@ def check_frames(kind: VideoKind, info: ModelInfo, frames: int | None, duration:
         return frames
     if frames is None:
         return fixed or info.defaults.num_frames or (kind.context or 2 * kind.frame_step) + 1
-    if fixed is not None and frames != windowed_frames(frames, fixed):
+    if fixed is not None and not valid_frames(frames, fixed, window_overlap(fixed)):
         hop = fixed - window_overlap(fixed)
         raise InvalidRequest("num_frames", frames, f"{info.name} ({kind.name}) makes {fixed} frames a window (its "
                              f"temporal position embedding has that length); longer clips are windows overlapping "

@@ -17,13 +17,15 @@ need windows sampled in turn. Progress counts every step of every window.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the frame rules import this module, torch-free
+    import torch
 
 
 def window_count(frames: int, window: int, overlap: int) -> int:
-    """Windows a clip of ``frames`` takes: 1, then one per ``window - overlap`` new frames."""
+    """Windows a clip of ``frames`` takes: 1, then one per ``window - overlap`` new frames (also
+    FreeNoise's count, ``pipelines.video.windows``)."""
     if frames <= window:
         return 1
     return 1 + -(-(frames - window) // (window - overlap))
@@ -36,6 +38,8 @@ def valid_frames(frames: int, window: int, overlap: int) -> bool:
 
 def noised(scheduler: Any, clean: torch.Tensor, noise: torch.Tensor, timestep: Any) -> torch.Tensor:
     """``clean`` at the noise level of ``timestep`` on ``scheduler``'s own schedule."""
+    import torch
+
     t = torch.as_tensor(timestep).reshape(1)
     if hasattr(scheduler, "add_noise"):
         return scheduler.add_noise(clean, noise, t)  # type: ignore[no-any-return]
@@ -54,6 +58,8 @@ class _HeldFrames:
         self.last: torch.Tensor | None = None
 
     def __call__(self, pipeline: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
         latents = tensors["latents"]
         if self.past is not None:
             if self.noise is None:
