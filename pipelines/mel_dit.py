@@ -12,6 +12,7 @@ down to -1.55) are the same as Stable Audio's, so the audio-DiT caches treat bot
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,14 @@ class MelDiTPipeline(DiffusionPipeline):  # type: ignore[misc]
     def set_codec(self, config: MelCodecConfig) -> None:
         self.codec = MelCodec(config)
 
+    def model_time(self, t: torch.Tensor) -> torch.Tensor:
+        """The DiT's time input, EDM's ``0.25 ln sigma``, for scheduler timestep ``t``: the EDM
+        schedulers' timesteps are that already; ``CMStochasticIterativeScheduler`` (a consistency
+        student's) scales it by 1000."""
+        if type(self.scheduler).__name__ == "CMStochasticIterativeScheduler":
+            return t / 1000.0
+        return t
+
     def tokens(self, prompts: list[str]) -> torch.Tensor:
         return self.tokenizer([p.lower() for p in prompts], padding="max_length", truncation=True,
                               max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
@@ -186,15 +195,19 @@ class MelDiTPipeline(DiffusionPipeline):  # type: ignore[misc]
             known_noise = torch.randn(known.shape, generator=generator if isinstance(generator, torch.Generator)
                                       else None).to(self.device)
             x[..., :held] = known + self.scheduler.sigmas[0] * known_noise
+        # a stochastic sampler (the consistency student's) draws its noise from the request's generator
+        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters \
+            else {}
         timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
         for i, t in enumerate(timesteps):
             model_in = self.scheduler.scale_model_input(torch.cat([x, x]) if cfg else x, t)
-            out = dit_output(self.transformer, model_in.to(dtype), t.to(self.device), states, pooled).float()
+            out = dit_output(self.transformer, model_in.to(dtype), self.model_time(t).to(self.device), states,
+                             pooled).float()
             if cfg:
                 uncond, cond = out.chunk(2)
                 out = uncond + guidance_scale * (cond - uncond)
-            x = self.scheduler.step(out, t, x).prev_sample
+            x = self.scheduler.step(out, t, x, **step_kwargs).prev_sample
             if known is not None:
                 x[..., :held] = known + self.scheduler.sigmas[i + 1] * known_noise
             if callback_on_step_end is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from genaccel.families import Family
-from pipelines.registry import ModelDefaults, ModelInfo
+from pipelines.registry import ModelDefaults, ModelInfo, Source
 
 MUSIC_REF_DEFAULTS = ModelDefaults(steps=25, guidance_scale=3.0, width=0, height=0, duration_s=4.0,
                                    max_duration_s=60.0, sample_rate=16_000, channels=1, output_format="wav")
@@ -26,17 +26,29 @@ def load_music_ref(path: Path) -> Any:
     return MelDiTPipeline.from_pretrained(path, use_safetensors=True, local_files_only=True)
 
 
+def mel_dit_info(name: str, path: Path, source: Source, description: str = "") -> ModelInfo:
+    """A ``MelDiTPipeline`` folder as a served music model: ``music-ref``'s defaults, overridden by
+    the folder's ``genaccel.json`` (a consistency student's steps and guidance)."""
+    from pipelines.registry import model_card
+
+    card = model_card(path)
+    given = {k: v for k, v in card.get("defaults", {}).items() if v is not None}
+    defaults = ModelDefaults(**{**vars(MUSIC_REF_DEFAULTS), **given})
+    if not description and card.get("distilled_from"):
+        description = f"{card.get('mode', 'distilled')} student of {card['distilled_from']} ({defaults.steps} steps)"
+    return ModelInfo(name, "music", Family.AUDIO_DIT, source, str(path), "MelDiTPipeline", defaults,
+                     description or f"MelDiTPipeline from {path}", partial(load_music_ref, path))
+
+
 def music_models(assets: Path) -> dict[str, ModelInfo]:
     from pipelines.tiny_audio import TINY_SAMPLE_RATE, TINY_WINDOW_S, build_tiny_audioldm2, build_tiny_stable_audio
 
     found: dict[str, ModelInfo] = {}
     path = assets / "music-ref"
     if (path / "model_index.json").is_file():  # first: the default music model when present
-        found["music-ref"] = ModelInfo(
-            "music-ref", "music", Family.AUDIO_DIT, "asset", str(path), "MelDiTPipeline", MUSIC_REF_DEFAULTS,
-            "reference music model: Stable Audio's DiT on log-mel frames of synthesised melodies "
-            "(Griffin-Lim codec)", partial(load_music_ref, path),
-        )
+        found["music-ref"] = mel_dit_info(
+            "music-ref", path, "asset", "reference music model: Stable Audio's DiT on log-mel frames of "
+            "synthesised melodies (Griffin-Lim codec)")
     found |= {
         "tiny-stable-audio": ModelInfo(
             "tiny-stable-audio", "music", Family.AUDIO_DIT, "builtin", "tiny-stable-audio", "StableAudioPipeline",

@@ -164,6 +164,18 @@ def is_speech_ref_folder(path: Path) -> bool:
     return (path / "model.safetensors").is_file() and model_card(path).get("pipeline") == "SpeechRefModel"
 
 
+def is_mel_dit_folder(path: Path) -> bool:
+    """A ``MelDiTPipeline`` folder (``music-ref`` and its students): genaccel's own pipeline class,
+    whose components all come from diffusers and transformers."""
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    parts = [v for k, v in index.items() if not k.startswith("_")]
+    return index.get("_class_name") == "MelDiTPipeline" and all(
+        isinstance(v, list) and len(v) == 2 and v[0] in SAFE_LIBRARIES for v in parts)
+
+
 def speech_ref_info(name: str, folder: Path, source: Source, description: str = "") -> ModelInfo:
     """A ``speech-ref``-layout folder (config.json + model.safetensors) as a served speech model."""
     from functools import partial
@@ -342,6 +354,10 @@ class ModelRegistry:
     def _folder_info(self, name: str, path: Path, source: Source = "folder") -> ModelInfo:
         if is_speech_ref_folder(path):
             return speech_ref_info(name, path, source)
+        if is_mel_dit_folder(path):
+            from pipelines.music_models import mel_dit_info
+
+            return mel_dit_info(name, path, source)
         cls, components = pipeline_parts(path)
         from pipelines.modality import modality_of_class
 

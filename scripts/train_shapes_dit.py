@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -29,12 +30,13 @@ def main() -> None:
                      data=args.data, seed=args.seed, vae_from=args.vae_from, progress=progress,
                      offset_noise=args.offset_noise, offset_from=args.offset_from, vae_gate=args.vae_gate,
                      natural=args.natural, fg_weight=args.fg_weight,
-                     deadline=started + 60 * args.max_minutes if args.max_minutes else None)
+                     deadline=started + 60 * args.max_minutes if args.max_minutes else None,
+                     max_rotation=None if args.max_rotation is None else math.radians(args.max_rotation))
     close()
     write_log(args.out / "train_log.json", started, vae_steps=args.vae_steps, steps=args.unet_steps,
               batch=args.batch, data=args.data, seed=args.seed, vae_from=str(args.vae_from),
               offset_noise=args.offset_noise, offset_from=args.offset_from, natural=args.natural,
-              fg_weight=args.fg_weight, max_minutes=args.max_minutes,
+              fg_weight=args.fg_weight, max_minutes=args.max_minutes, max_rotation=args.max_rotation,
               steps_reached=int((load_checkpoint(args.work / "dit.pt") or {}).get("step", 0)))
     print(f"saved {args.out} in {time.time() - started:.0f} s")
 

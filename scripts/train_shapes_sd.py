@@ -13,6 +13,7 @@ Without --vae-from one command runs both stages.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ def main() -> None:
                     offset_noise=args.offset_noise, offset_from=args.offset_from, vae_only=args.vae_only,
                     vae_gate=args.vae_gate, natural=args.natural, fg_weight=args.fg_weight,
                     deadline=started + 60 * args.max_minutes if args.max_minutes else None,
+                    max_rotation=None if args.max_rotation is None else math.radians(args.max_rotation),
                     vae_from=args.vae_from,
                     cfg=ShapesSDConfig(attention_all_levels=args.attention_all_levels, unet_channels=channels,
                                       token_init_std=args.token_init_std))
@@ -54,6 +56,7 @@ def main() -> None:
               attention_all_levels=args.attention_all_levels, unet_channels=list(channels),
               vae_from=str(args.vae_from) if args.vae_from else None, token_init_std=args.token_init_std,
               natural=args.natural, fg_weight=args.fg_weight, max_minutes=args.max_minutes,
+              max_rotation=args.max_rotation,
               steps_reached=int((load_checkpoint(args.work / "unet.pt") or {}).get("step", 0)))
     print(f"saved {args.out} in {time.time() - started:.0f} s")
 

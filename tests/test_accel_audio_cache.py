@@ -1,6 +1,7 @@
-"""DiT caches on audio transformers (Stable Audio, genaccel's mel DiT): the three-run test for every
-cache at its default windows (PAB and FasterCache fire only because EDM timesteps are mapped onto
-0-1000), the block registration first-block cache and MagCache need, and the timestep mapping."""
+"""DiT caches and token density on audio transformers (Stable Audio, genaccel's mel DiT): the
+three-run test for every cache at its default windows (PAB and FasterCache fire only because EDM
+timesteps are mapped onto 0-1000) and for density along time, the block registration first-block
+cache and MagCache need, and the timestep mapping."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from genaccel.accel import apply_techniques
 from genaccel.accel.base import call_wrappers
+from genaccel.accel.density import FlexDensity, _pool_frames
 from genaccel.accel.dit_cache import (
     FasterCache,
     FirstBlockCache,
@@ -54,7 +56,8 @@ def sound(pipe: Any, call: Any = None) -> np.ndarray:
     return (call or pipe)(audio_length_in_s=1.0, output_type="latent", **kwargs).mels.numpy()
 
 
-CASES = [("stable_audio", c) for c in CONFIGS] + [("mel_dit", c) for c in CONFIGS[:2]] + [("mel_dit", CONFIGS[3])]
+CASES = [("stable_audio", c) for c in CONFIGS] + [("mel_dit", c) for c in CONFIGS[:2]] + [("mel_dit", CONFIGS[3])] \
+    + [("stable_audio", FlexDensity()), ("mel_dit", FlexDensity())]
 
 
 @pytest.mark.parametrize(("model", "config"), CASES, ids=lambda c: getattr(c, "name", c))
@@ -102,3 +105,30 @@ def test_stable_audio_block_is_registered() -> None:
 
     meta = TransformerBlockRegistry.get(StableAudioDiTBlock)
     assert meta.return_hidden_states_index == 0 and meta.return_encoder_hidden_states_index is None
+
+
+def test_density_pools_frames_after_the_global_token_and_restores_the_processor(mel_dit: Any) -> None:
+    x = torch.arange(1 + 5, dtype=torch.float32).reshape(1, 1, 6, 1)  # global token 0, frames 1..5
+    assert _pool_frames(x, 2).flatten().tolist() == [0.0, 1.5, 3.5, 5.0]
+    processors = [block.attn1.processor for block in mel_dit.transformer.transformer_blocks]
+    techniques = apply_techniques(mel_dit, [FlexDensity(threshold=500)])
+    try:
+        techniques.reset()
+        sound(mel_dit)
+        (handle,) = techniques.handles
+        assert 0 < handle.state.pooled_calls < 12  # some of the 6 steps (two calls each, CFG) ran pooled
+    finally:
+        techniques.remove()
+    assert [block.attn1.processor for block in mel_dit.transformer.transformer_blocks] == processors
+
+
+def test_density_without_time_is_refused_on_audio_dits(settings: Any) -> None:
+    from genaccel.errors import InvalidRequest
+    from genaccel.spec import JobRequest
+    from pipelines.prepare import prepare_request
+    from pipelines.registry import ModelRegistry
+
+    request = JobRequest.from_flat({"modality": "music", "prompt": "a flute melody", "model": "tiny-stable-audio",
+                                    "techniques": [{"name": "density", "options": {"time": False}}]})
+    with pytest.raises(InvalidRequest, match="time=False pools nothing on an audio DiT, whose tokens are time frames"):
+        prepare_request(request, ModelRegistry(settings), settings)

@@ -39,6 +39,25 @@ def test_render_deterministic_and_rgb():
     assert arr[32, 32, 0] > 200
 
 
+def test_upright_shapes_keep_the_other_jitter_and_stand_upright():
+    import math
+
+    # circles ignore the angle, so the same seed gives the same circles with or without the tilt limit
+    any_angle, specs = make_dataset(64, seed=5, split="all")
+    upright, _ = make_dataset(64, seed=5, split="all", max_rotation=math.radians(10))
+    circles = [i for i, s in enumerate(specs) if s.shape == "circle"]
+    others = [i for i, s in enumerate(specs) if s.shape != "circle"]
+    assert circles and others
+    assert np.array_equal(any_angle[circles], upright[circles])
+    assert not np.array_equal(any_angle[others], upright[others])
+    # an upright large square on white has level sides: its top row of shape pixels is a long run
+    spec = ShapeSpec("square", "blue", "large", "center", "white")
+    arr = np.asarray(render(spec, np.random.default_rng(0), max_rotation=0.0))
+    rows = np.nonzero((arr[..., 2] > 150) & (arr[..., 0] < 100))[0]
+    top = np.nonzero((arr[rows.min() + 1, :, 2] > 150) & (arr[rows.min() + 1, :, 0] < 100))[0]
+    assert len(top) > 15  # a diamond's top rows are a few pixels wide
+
+
 def test_heldout_split_exclusion():
     assert len(HELDOUT_COMBOS) == 4
     train = {(s.shape, s.colour) for s in sample_specs(2000, seed=0, split="train")}

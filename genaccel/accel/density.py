@@ -7,6 +7,13 @@ blocks' self-attention, over the ``F`` frames of each patch position, attends to
 frames averaged into one key/value in the noisy steps (``time=True``), beside the spatial pooling in
 the spatial blocks (``space=True``).
 
+Along time in audio DiTs (Stable Audio's ``StableAudioDiTModel``, music-ref's mel DiT), whose
+tokens are time frames: in the noisy steps each self-attention's keys/values are ``pool`` adjacent
+frames averaged (after the rotary position embedding, so each pooled key carries its frames'
+positions), the prepended global token kept as it is. Stable Audio's processor rotates keys with the
+queries' table, so pooled keys cannot go through it: ``_PooledTimeAttention`` computes that one
+attention itself in the pooled calls and hands every other call to the model's own processor.
+
 Every token still gets its own query, MLP and output, so no detail is lost to the pooling; what
 shrinks is the attention's key/value set (ToDo's key/value downsampling, Smith et al. 2024,
 applied on a timestep schedule). A first version ran whole blocks on pooled tokens and spread
@@ -37,11 +44,14 @@ from genaccel.errors import InvalidRequest
 from genaccel.families import UNETS, Family
 
 log = logging.getLogger(__name__)
-SUPPORTED = ("PixArtTransformer2DModel", "DiTTransformer2DModel", "LatteTransformer3DModel")
+SUPPORTED = ("PixArtTransformer2DModel", "DiTTransformer2DModel", "LatteTransformer3DModel", "StableAudioDiTModel")
 """Transformers whose blocks take and return the image tokens alone, in row-major patch order
-(Latte: spatial blocks over ``(B*F, N, C)``, temporal blocks over ``(B*N, F, C)``)."""
+(Latte: spatial blocks over ``(B*F, N, C)``, temporal blocks over ``(B*N, F, C)``), and Stable
+Audio's, whose tokens are a global token and then time frames."""
+AUDIO = "StableAudioDiTModel"
 PIPELINES = {"PixArtAlphaPipeline": "PixArtTransformer2DModel", "PixArtSigmaPipeline": "PixArtTransformer2DModel",
-             "DiTPipeline": "DiTTransformer2DModel", "LattePipeline": "LatteTransformer3DModel"}
+             "DiTPipeline": "DiTTransformer2DModel", "LattePipeline": "LatteTransformer3DModel",
+             "StableAudioPipeline": AUDIO, "MelDiTPipeline": AUDIO}
 """Pipelines whose transformer is one of ``SUPPORTED`` (for the check before a model is loaded)."""
 
 
@@ -50,9 +60,11 @@ class FlexDensity:
     """Args:
         pool: tokens averaged per side in the low-density steps (2: a quarter of the tokens), and
             frames averaged per key/value along time.
-        threshold: calls at timesteps at or above this (0..1000, the noisy ones) run pooled.
-        space: pool the spatial attention's keys/values.
-        time: pool the temporal attention's keys/values (video DiTs with temporal blocks).
+        threshold: calls at timesteps at or above this (0..1000, the noisy ones; other schedulers'
+            timesteps, EDM's, mapped onto that range) run pooled.
+        space: pool the spatial attention's keys/values (image and video DiTs).
+        time: pool the temporal attention's keys/values (video DiTs with temporal blocks; audio DiTs,
+            where it is the only kind).
     """
 
     pool: int = 2
@@ -60,7 +72,7 @@ class FlexDensity:
     space: bool = True
     time: bool = True
     name: ClassVar[str] = "density"
-    families: ClassVar[tuple[Family, ...]] = (Family.IMAGE_DIT, Family.VIDEO_DIT)
+    families: ClassVar[tuple[Family, ...]] = (Family.IMAGE_DIT, Family.VIDEO_DIT, Family.AUDIO_DIT)
     alternatives: ClassVar[dict[Family, str]] = dict.fromkeys(UNETS, "use tome or todo for UNets")
 
     def __post_init__(self) -> None:
@@ -115,6 +127,50 @@ class _DensityHandle:
         self.patches.undo()
 
 
+class _PooledTimeAttention:
+    """Stable Audio self-attention with keys/values pooled along time while ``state.frames`` is
+    set (a noisy call); otherwise the model's own processor runs unchanged."""
+
+    def __init__(self, inner: Any, state: _State) -> None:
+        self.inner, self.state = inner, state
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, rotary_emb: Any = None) -> torch.Tensor:
+        k = self.state.config.pool
+        if not self.state.frames or encoder_hidden_states is not None or attention_mask is not None \
+                or hidden_states.ndim != 3 or hidden_states.shape[1] <= k:
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        b, n, _ = hidden_states.shape
+        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        head_dim = query.shape[-1] // attn.heads
+        query, key, value = (x.view(b, n, -1, head_dim).transpose(1, 2) for x in (query, key, value))
+        if attn.norm_q is not None:
+            query, key = attn.norm_q(query), attn.norm_k(key)
+        if rotary_emb is not None:
+            rot = rotary_emb[0].shape[-1]
+            query, key = (torch.cat([apply_rotary_emb(x[..., :rot].float(), rotary_emb, use_real=True,
+                                                      use_real_unbind_dim=-2).to(x.dtype), x[..., rot:]], dim=-1)
+                          for x in (query, key))
+        key, value = _pool_frames(key, k), _pool_frames(value, k)
+        if key.shape[1] != attn.heads:  # grouped-query attention: repeat the key/value heads
+            key = key.repeat_interleave(attn.heads // key.shape[1], dim=1)
+            value = value.repeat_interleave(attn.heads // value.shape[1], dim=1)
+        out = F.scaled_dot_product_attention(query, key, value).transpose(1, 2).reshape(b, n, -1)
+        return attn.to_out[1](attn.to_out[0](out.to(query.dtype)))
+
+
+def _pool_frames(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``(B, H, 1 + T, D)``: the global token kept, then ``k`` adjacent frames averaged (the last
+    ``T mod k`` frames kept as they are)."""
+    frames = x[:, :, 1:]
+    whole = frames.shape[2] // k * k
+    b, h, _, d = x.shape
+    pooled = frames[:, :, :whole].reshape(b, h, whole // k, k, d).mean(dim=3)
+    return torch.cat([x[:, :, :1], pooled, frames[:, :, whole:]], dim=2)
+
+
 def _unsupported(name: str) -> InvalidRequest:
     return InvalidRequest("techniques", "density", f"does not fit the transformer {name}",
                           f"it supports {', '.join(SUPPORTED)}; use taylorseer or fbcache there")
@@ -126,6 +182,8 @@ def apply_density(pipe: Any, config: FlexDensity) -> _DensityHandle:
     name = type(transformer).__name__
     if transformer is None or name not in SUPPORTED:
         raise _unsupported(name)
+    if name == AUDIO:
+        return _apply_audio_density(pipe, transformer, config)
     state = _State(config, int(transformer.config.patch_size))
     t_index = list(inspect.signature(transformer.forward).parameters).index("timestep")
 
@@ -158,6 +216,26 @@ def apply_density(pipe: Any, config: FlexDensity) -> _DensityHandle:
     return _DensityHandle(patches, state)
 
 
+def _apply_audio_density(pipe: Any, transformer: Any, config: FlexDensity) -> _DensityHandle:
+    from genaccel.accel.dit_cache import timestep_scale
+
+    state = _State(config, 1)
+    scale = timestep_scale(pipe)
+
+    def on_call(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        t = float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t or 0)
+        frames = (args[0] if args else kwargs["hidden_states"]).shape[-1]
+        state.frames = frames if config.time and scale(t) >= config.threshold else None
+        state.pooled_calls += state.frames is not None
+
+    with patching(pipe, config) as patches:
+        patches.torch_hook(transformer.register_forward_pre_hook(on_call, with_kwargs=True))
+        for block in transformer.transformer_blocks:
+            patches.set_attribute(block.attn1, "processor", _PooledTimeAttention(block.attn1.processor, state))
+    return _DensityHandle(patches, state)
+
+
 @checks(FlexDensity)
 def check_density(config: FlexDensity, context: RequestContext) -> None:
     """Refuse a model whose transformer density does not support, where its folder or pipeline says so."""
@@ -166,3 +244,6 @@ def check_density(config: FlexDensity, context: RequestContext) -> None:
         name = f"of {context.pipeline_class}"
     if name is not None and name not in SUPPORTED:
         raise _unsupported(name)
+    if name == AUDIO and not config.time:
+        raise InvalidRequest("techniques", "density", "time=False pools nothing on an audio DiT, whose tokens are "
+                             "time frames", "leave time on (the default)")

@@ -34,16 +34,20 @@ from pipelines.music import MusicAdapter
 from pipelines.prepare import prepare_request, technique_configs
 from pipelines.registry import ModelRegistry
 
-ROWS: dict[str, tuple[str, tuple[TechniqueSpec, ...]]] = {
-    "off": ("off", ()),
-    "balanced": ("balanced", ()),
-    "fast": ("fast", ()),
-    "max": ("max", ()),
-    "fbcache": ("off", (TechniqueSpec(name="fbcache"),)),
-    "pab": ("off", (TechniqueSpec(name="pab"),)),
-    "fastercache": ("off", (TechniqueSpec(name="fastercache"),)),
-    "taylorseer": ("off", (TechniqueSpec(name="taylorseer"),)),
-    "magcache": ("off", (TechniqueSpec(name="magcache"),)),  # ratios from the model's genaccel.json
+ROWS: dict[str, tuple[str, tuple[TechniqueSpec, ...], int | None]] = {  # profile, techniques, steps (None: its own)
+    "off": ("off", (), None),
+    "balanced": ("balanced", (), None),
+    "fast": ("fast", (), None),
+    "max": ("max", (), None),
+    "turbo": ("turbo", (), None),  # the consistency student (its own steps), where the model has one
+    "turbo-2": ("turbo", (), 2),
+    "turbo-1": ("turbo", (), 1),
+    "fbcache": ("off", (TechniqueSpec(name="fbcache"),), None),
+    "pab": ("off", (TechniqueSpec(name="pab"),), None),
+    "fastercache": ("off", (TechniqueSpec(name="fastercache"),), None),
+    "taylorseer": ("off", (TechniqueSpec(name="taylorseer"),), None),
+    "magcache": ("off", (TechniqueSpec(name="magcache"),), None),  # ratios from the model's genaccel.json
+    "density": ("off", (TechniqueSpec(name="density"),), None),  # token density along time
 }
 
 
@@ -76,24 +80,28 @@ def bench(model: str, count: int, rows: list[str], duration: float | None = None
     settings = Settings()
     registry = ModelRegistry(settings)
     info = registry.resolve(model)
-    pipe = load_pipeline(info, torch.device("cpu"), torch.float32)
+    pipes = {model: load_pipeline(info, torch.device("cpu"), torch.float32)}
     evaluator = MusicEvaluator.load()
     texts = prompts(count)
     results: dict[str, Any] = {"model": model, "prompts": count, "torch_threads": torch.get_num_threads(),
                                "rows": {}}
     warm = prepare_request(JobRequest.from_flat({"modality": "music", "prompt": texts[0], "model": model, "seed": 0,
                                                  "steps": 2, "duration": duration}), registry, settings)[0]
-    run_row(pipe, warm, info.family)  # warm-up: first-call allocations and lazy imports are not timed
+    run_row(pipes[model], warm, info.family)  # warm-up: first-call allocations and lazy imports are not timed
     baseline: list[np.ndarray] = []
     for name in rows:
-        profile, techniques = ROWS[name]
+        profile, techniques, row_steps = ROWS[name]
         scores, walls, denoiser, lsd, steps, seconds = [], [], [], [], 0, 0.0
         for i, text in enumerate(texts):
             flat: dict[str, Any] = {"modality": "music", "prompt": text, "model": model, "seed": i,
-                                    "profile": profile, "duration": duration}
+                                    "profile": profile, "duration": duration, "steps": row_steps}
             request = prepare_request(JobRequest.from_flat(flat).model_copy(update={"techniques": techniques}),
                                       registry, settings)[0]
-            samples, wall, inside = run_row(pipe, request, info.family)
+            if request.model not in pipes:  # turbo swapped in a student: loaded once, warmed up once
+                pipes[request.model] = load_pipeline(registry.resolve(request.model), torch.device("cpu"),
+                                                      torch.float32)
+                run_row(pipes[request.model], request, info.family)
+            samples, wall, inside = run_row(pipes[request.model], request, info.family)
             steps, seconds = request.params.steps or 0, request.params.duration_s or 0.0
             rate = info.defaults.sample_rate or 16_000
             scores.append(evaluator.score(samples, rate, text))
@@ -105,7 +113,7 @@ def bench(model: str, count: int, rows: list[str], duration: float | None = None
                 lsd.append(log_spectral_distance(samples, baseline[i]))
         accuracy = [s["note_accuracy"] for s in scores if s["note_accuracy"] is not None]
         results["rows"][name] = {
-            "profile": profile, "techniques": [t.name for t in techniques], "steps": steps,
+            "model": request.model, "profile": profile, "techniques": [t.name for t in techniques], "steps": steps,
             "wall_s_per_clip": round(float(np.mean(walls)), 3),
             "denoiser_s_per_clip": round(float(np.mean(denoiser)), 3),
             "rtf": round(float(np.mean(walls)) / seconds, 3) if seconds else None,

@@ -6,6 +6,7 @@ import inspect
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,7 +19,7 @@ from genaccel.commands.common import (
     _quiet_libraries,
     app,
 )
-from genaccel.errors import GenAccelError
+from genaccel.errors import GenAccelError, InvalidRequest
 from genaccel.settings import Settings
 
 if TYPE_CHECKING:
@@ -71,8 +72,8 @@ def distill(
     out: Annotated[Path | None, typer.Option("--out", help="Student folder (default: GENACCEL_HOME/models/NAME).")]
     = None,
     mode: Annotated[str | None, typer.Option("--mode", help="lcm (few-step) or guidance (one pass instead of "
-                                             "CFG's two) for image teachers; consistency for speech-ref "
-                                             "(the default for it).")] = None,
+                                             "CFG's two) for image teachers; consistency for speech-ref and "
+                                             "music-ref (the default for them).")] = None,
     steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 1000,
     batch_size: Annotated[int, typer.Option("--batch", help="Training batch size.")] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 2e-4,
@@ -84,13 +85,13 @@ def distill(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Distil a few-step (LCM) or guidance-free student from an SD-UNet, PixArt or Latte (video) teacher,
-    or a 1-2 step consistency student of speech-ref's mel decoder; it loads as a model name."""
+    or a 1-4 step consistency student of speech-ref's mel decoder or music-ref's mel DiT; it loads as a model
+    name."""
     _quiet_libraries()
     import time as _time
 
     import torch
 
-    from genaccel.errors import InvalidRequest
     from genaccel.training.common import training_progress, write_log
     from genaccel.training.distill import DistillConfig
     from genaccel.training.distill import distill as run_distill
@@ -103,8 +104,9 @@ def distill(
     settings = Settings()
     registry = ModelRegistry(settings)
     info = registry.resolve(teacher)
-    if info.pipeline_class == "SpeechRefModel":
-        _distill_speech(info, out, mode, steps, batch_size, lr, data, prompts_file, work, seed, settings)
+    student = {"SpeechRefModel": _distill_speech, "MelDiTPipeline": _distill_music}.get(info.pipeline_class)
+    if student is not None:
+        student(info, out, mode, steps, batch_size, lr, data, prompts_file, work, seed, settings)
         return
     mode = mode or "lcm"
     if mode not in ("lcm", "guidance"):
@@ -136,34 +138,64 @@ def distill(
 def _distill_speech(info: Any, out: Path | None, mode: str | None, steps: int, batch_size: int, lr: float,
                     data: int, prompts_file: Path | None, work: Path | None, seed: int, settings: Settings) -> None:
     """``genaccel distill`` for a speech-ref teacher: consistency distillation of its mel decoder."""
-    import time as _time
-
-    from genaccel.errors import InvalidRequest
-    from genaccel.training.common import training_progress, write_log
     from genaccel.training.speech_distill import SpeechDistillConfig, distill_speech
 
-    if mode not in (None, "consistency"):
-        raise InvalidRequest("mode", mode, f"{info.name} is a flow-matching speech model: it has no guidance to "
-                             "distil and its student is a consistency model", "use --mode consistency (the default)")
-    if prompts_file is not None:
-        raise InvalidRequest("prompts", str(prompts_file), f"{info.name} distils on espeak-ng renderings of its "
-                             "training sentences, not on prompts", "drop --prompts")
+    _consistency_only(info, mode, prompts_file, "is a flow-matching speech model: it has no guidance to distil",
+                      "distils on espeak-ng renderings of its training sentences")
     model = info.builder()
     if model.cfg.sampler != "euler":
         raise InvalidRequest("teacher", info.name, "is already a consistency student",
                              "distil from the flow-matching model it came from")
+    config = SpeechDistillConfig(steps=steps, batch=batch_size, lr=lr, seed=seed)
+    _student_run(info, out, work, settings, lambda o, w, p: distill_speech(model, info.name, o, w, config, data=data,
+                                                                          progress=p),
+                 "genaccel render TEXT --modality speech --model {name}")
+
+
+def _distill_music(info: Any, out: Path | None, mode: str | None, steps: int, batch_size: int, lr: float,
+                   data: int, prompts_file: Path | None, work: Path | None, seed: int, settings: Settings) -> None:
+    """``genaccel distill`` for a mel-DiT music teacher (music-ref): consistency distillation with
+    its guidance baked in."""
+    import torch
+
+    from genaccel.training.music_distill import MusicDistillConfig, distill_music
+
+    _consistency_only(info, mode, prompts_file, "is an EDM music model whose student is a consistency model",
+                      "distils on the synthesiser's clips")
+    teacher = info.builder().to(torch.float32)
+    if type(teacher.scheduler).__name__ == "CMStochasticIterativeScheduler":
+        raise InvalidRequest("teacher", info.name, "is already a consistency student",
+                             "distil from the EDM model it came from")
+    config = MusicDistillConfig(steps=steps, batch=batch_size, lr=lr, seed=seed,
+                                guidance=info.defaults.guidance_scale or 1.0)
+    _student_run(info, out, work, settings, lambda o, w, p: distill_music(teacher, info.name, o, w, config, data=data,
+                                                                         progress=p),
+                 "genaccel render PROMPT --modality music --model {name}")
+
+
+def _consistency_only(info: Any, mode: str | None, prompts_file: Path | None, why: str, data: str) -> None:
+    if mode not in (None, "consistency"):
+        raise InvalidRequest("mode", mode, f"{info.name} {why}", "use --mode consistency (the default)")
+    if prompts_file is not None:
+        raise InvalidRequest("prompts", str(prompts_file), f"{info.name} {data}, not on prompts", "drop --prompts")
+
+
+def _student_run(info: Any, out: Path | None, work: Path | None, settings: Settings,
+                 train: Callable[[Path, Path, Any], list[float]], render_hint: str) -> None:
+    """Train a consistency student of ``info`` into ``out`` (default GENACCEL_HOME/models/NAME-consistency)."""
+    from genaccel.training.common import training_progress, write_log
+
     name = f"{info.name}-consistency"
     out = out or settings.home / "models" / name
     work = work or Path("runs") / f"distill-{name}"
-    config = SpeechDistillConfig(steps=steps, batch=batch_size, lr=lr, seed=seed)
-    started = _time.time()
+    started = time.time()
     progress, close = training_progress()
-    losses = distill_speech(model, info.name, out, work, config, data=data, progress=progress("consistency"))
+    losses = train(out, work, progress("consistency"))
     close()
     write_log(out / "train_log.json", started, teacher=info.name, final_loss=losses[-1] if losses else None)
     _out(str(out))
-    _err(f"genaccel: student saved; it loads as {out.name}: genaccel render TEXT --modality speech --model "
-         f"{out.name} (or --profile turbo with {info.name})")
+    _err(f"genaccel: student saved; it loads as {out.name}: {render_hint.format(name=out.name)} "
+         f"(or --profile turbo with {info.name})")
 
 
 @app.command()
@@ -179,7 +211,6 @@ def calibrate(
     import torch
 
     from genaccel.accel.calibration import measure_magcache_ratios, save_magcache_ratios
-    from genaccel.errors import InvalidRequest
     from genaccel.families import DITS
     from genaccel.refdata.shapes import sample_specs
     from pipelines.loader import load_pipeline, resolve_device
@@ -235,7 +266,6 @@ def prune(
 
     import torch
 
-    from genaccel.errors import InvalidRequest
     from genaccel.training.common import training_progress, write_log
     from genaccel.training.prune import prune as run_prune
     from pipelines.loader import load_pipeline, resolve_device

@@ -102,6 +102,9 @@ def training_cli(doc: str, out: str, work: str) -> tuple[Any, Any, Any]:
     p.add_argument("--fg-weight", type=float, default=0.0,
                    help="shape cells' share of the latent loss is fg/(1+fg); 0 (unweighted) is right for diffusion: "
                         "see genaccel.training.latent_diffusion")
+    p.add_argument("--max-rotation", type=float, default=None,
+                   help="degrees: tilt square/triangle/star at most this much from upright (default: any angle; "
+                        "see genaccel.refdata.shapes.render)")
     progress, close = training_progress()
     return p, progress, close
 

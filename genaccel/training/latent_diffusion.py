@@ -22,6 +22,7 @@ harmless and sharpens small outlines (``foreground_weights``).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -249,18 +250,20 @@ def train_denoiser(
 
 
 @torch.no_grad()
-def cached_latents(vae: AutoencoderKL, work: Path, count: int, seed: int
+def cached_latents(vae: AutoencoderKL, work: Path, count: int, seed: int, max_rotation: float | None = None
                    ) -> tuple[torch.Tensor, list[ShapeSpec], torch.Tensor]:
     """Latents (unscaled), specs and latent-resolution shape masks of ``count`` training-split
     images, cached in ``work`` (redone when the VAE checkpoint is newer than the cache). A mask
-    cell is 1 where the shape touches it (max-pooled pixel mask)."""
-    cache = work / f"latents-{count}-{seed}-v2.pt"
+    cell is 1 where the shape touches it (max-pooled pixel mask). ``max_rotation``: see
+    :func:`genaccel.refdata.shapes.render`."""
+    tilt = "" if max_rotation is None else f"-tilt{math.degrees(max_rotation):g}"
+    cache = work / f"latents-{count}-{seed}{tilt}-v2.pt"
     vae_ckpt = work / "vae.pt"
     fresh = cache.is_file() and (not vae_ckpt.is_file() or vae_ckpt.stat().st_mtime < cache.stat().st_mtime)
     if fresh:
         stored = torch.load(cache, weights_only=True)
         return stored["latents"], [ShapeSpec(**s) for s in stored["specs"]], stored["masks"]
-    images, specs = make_dataset(count, seed, split="train")
+    images, specs = make_dataset(count, seed, split="train", max_rotation=max_rotation)
     raw = torch.cat([vae.encode(to_pixels(images[i:i + 256])).latent_dist.mean for i in range(0, count, 256)])
     factor = images.shape[1] // raw.shape[-1]
     masks = F.max_pool2d(foreground_mask(images, specs), factor)

@@ -74,7 +74,7 @@ def train_shapes_dit(
     vae_from: Path | None = None, cfg: ShapesDiTConfig | None = None,
     progress: Callable[[str], Progress] | None = None, offset_noise: float = 0.1, offset_from: int = 0,
     vae_gate: float = 0.98, natural: float = 0.5, fg_weight: float = 0.0,
-    deadline: float | None = None,
+    deadline: float | None = None, max_rotation: float | None = None,
 ) -> PixArtAlphaPipeline:
     """Train (or reuse) the VAE, then transformer + T5 encoder; save the pipeline to ``out`` in fp16."""
     cfg = cfg or ShapesDiTConfig()
@@ -90,7 +90,7 @@ def train_shapes_dit(
     vae.save_pretrained(work / "vae", safe_serialization=True)  # the probe (genaccel.training.probe) reads it
     check_vae(vae, work, vae_gate)
     parts = build_dit_components(cfg, seed)
-    latents, specs, masks = cached_latents(vae, work, data, seed + 1)
+    latents, specs, masks = cached_latents(vae, work, data, seed + 1, max_rotation)
     scale = float(1.0 / latents.flatten().std())
     vae.register_to_config(scaling_factor=scale)
     losses, ema = train_denoiser(parts["transformer"], parts["text_encoder"], parts["tokenizer"], dit_forward,

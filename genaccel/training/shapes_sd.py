@@ -130,7 +130,7 @@ def train_shapes_sd(
     seed: int = 0, cfg: ShapesSDConfig | None = None, progress: Callable[[str], Progress] | None = None,
     offset_noise: float = 0.0, offset_from: int = 0, vae_only: bool = False, vae_from: Path | None = None,
     vae_gate: float = 0.98, natural: float = 0.5, fg_weight: float = 0.0,
-    deadline: float | None = None,
+    deadline: float | None = None, max_rotation: float | None = None,
 ) -> StableDiffusionPipeline | None:
     """Train both stages (each resumes from ``work``) and save the pipeline to ``out`` in fp16.
     The trained VAE is also saved to ``work/vae`` (``shapes-dit`` can reuse it); ``vae_only``
@@ -150,7 +150,7 @@ def train_shapes_sd(
     check_vae(parts["vae"], work, vae_gate)
     if vae_only:
         return None
-    latents, specs, masks = cached_latents(parts["vae"], work, data, seed + 1)
+    latents, specs, masks = cached_latents(parts["vae"], work, data, seed + 1, max_rotation)
     scale = float(1.0 / latents.flatten().std())
     parts["vae"].register_to_config(scaling_factor=scale)
     log.info("vae scaling factor %.4f (%.0f s)", scale, time.time() - t0)

@@ -28,10 +28,9 @@ from typing import Any
 import torch
 
 from genaccel.refdata import mel as melspec
-from genaccel.training.common import ema_update, load_checkpoint, plot_loss, save_checkpoint
+from genaccel.training.common import plot_loss
+from genaccel.training.consistency import Progress, pseudo_huber, train_consistency
 from pipelines.speech_ref import SpeechRefModel, regulate, rotary, sway_schedule
-
-Progress = Callable[[int, int, float], None]
 
 
 @dataclass(frozen=True)
@@ -86,42 +85,15 @@ class SpeechDistiller:
             v = self.teacher.velocity(x, mu, t, state, rope)
             x_next = x + (t_next - t)[:, None, None] * v  # one teacher Euler step
             target = self._f(self.target, x_next, t_next, mu, state, rope)
-        c = self.config.huber_c
-        err = torch.sqrt((online - target) ** 2 + c**2) - c
+        err = pseudo_huber(online, target, self.config.huber_c)
         return (err * mask).sum() / (mask.sum() * melspec.N_MELS)
 
     def train(self, batches: Callable[[random.Random], dict[str, torch.Tensor]], ckpt: Path,
               progress: Progress | None = None) -> list[float]:
         c = self.config
-        opt = torch.optim.AdamW(self.student.parameters(), lr=c.lr, weight_decay=0.0)
-        start, losses = 0, []
-        gen = torch.Generator().manual_seed(c.seed)
-        rng = random.Random(c.seed)
-        state = load_checkpoint(ckpt)
-        if state is not None:
-            self.student.load_state_dict(state["student"])
-            self.target.load_state_dict(state["target"])
-            opt.load_state_dict(state["opt"])
-            start, losses = int(state["step"]), list(state["losses"])
-            gen.set_state(state["gen"])
-            rng.setstate(state["rng"])
-        self.student.train()
-        for step in range(start, c.steps):
-            loss = self.loss(batches(rng), gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
-            opt.step()
-            ema_update(self.target, self.student, c.ema_decay)
-            losses.append(loss.item())
-            if progress:
-                progress(step + 1, c.steps, losses[-1])
-            if (step + 1) % 100 == 0 or step + 1 == c.steps:
-                save_checkpoint(ckpt, {"student": self.student.state_dict(), "target": self.target.state_dict(),
-                                       "opt": opt.state_dict(), "step": step + 1, "losses": losses,
-                                       "gen": gen.get_state(), "rng": rng.getstate()})
-        self.student.eval()
-        return losses
+        return train_consistency(self.student, self.target, lambda rng, gen: self.loss(batches(rng), gen),
+                                 steps=c.steps, lr=c.lr, ema_decay=c.ema_decay, seed=c.seed, ckpt=ckpt,
+                                 progress=progress)
 
     def save(self, out: Path, teacher_name: str, losses: list[float]) -> None:
         """The student folder: the teacher's encoder, the EMA decoder, ``sampler = consistency`` and a
