@@ -15,6 +15,7 @@ A smoke run (loss falls within minutes):
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=None, help="stop (and save) after this long")
+    parser.add_argument("--max-rotation", type=float, default=None,
+                        help="degrees: tilt shapes at most this much from upright (default: any angle)")
+    parser.add_argument("--cfg-dropout", type=float, default=0.0, help="share of captions replaced by the empty one")
+    parser.add_argument("--train-text", action="store_true", help="train the text encoder's layers from the start")
     args = parser.parse_args()
     started = time.time()
 
@@ -47,10 +52,13 @@ def main() -> None:
 
     losses = train_shapes_video(args.out, args.work, image_dir=args.image_model, steps=args.steps,
                                 frames=args.frames, batch=args.batch, data=args.data, seed=args.seed, lr=args.lr,
-                                all_from=args.all_from, max_seconds=args.max_seconds, progress=progress)
+                                all_from=args.all_from, max_seconds=args.max_seconds, progress=progress,
+                                max_rotation=None if args.max_rotation is None else math.radians(args.max_rotation),
+                                cfg_dropout=args.cfg_dropout, train_text=args.train_text)
     first, last = smoothed(losses)
     write_log(args.out / "train_log.json", started, steps=len(losses), frames=args.frames, batch=args.batch,
-              data=args.data, seed=args.seed, lr=args.lr, all_from=args.all_from, loss_first=first, loss_last=last)
+              data=args.data, seed=args.seed, lr=args.lr, all_from=args.all_from, max_rotation=args.max_rotation,
+              cfg_dropout=args.cfg_dropout, train_text=args.train_text, loss_first=first, loss_last=last)
     print(f"saved {args.out} after {len(losses)} steps in {time.time() - started:.0f} s: "
           f"loss {first:.4f} -> {last:.4f} (mean of the first and last 20 steps)")
 

@@ -86,6 +86,23 @@ def test_a_few_training_steps_make_a_served_video_model(tiny_dit, tmp_path: Path
     assert request.params.num_frames == 4  # Latte's fixed length, read from the folder
 
 
+@pytest.mark.training
+def test_upright_clips_caption_dropout_and_text_layers_train(tiny_dit, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import math
+
+    from diffusers import LattePipeline
+
+    tiny_dit.save_pretrained(tmp_path / "image")
+    before = {n: p.clone() for n, p in tiny_dit.text_encoder.named_parameters() if "layer" in n}
+    out = tmp_path / "video"
+    losses = train_shapes_video(out, tmp_path / "work", image_dir=tmp_path / "image", steps=2, frames=4, batch=2,
+                                data=4, max_rotation=math.radians(10), cfg_dropout=0.5, train_text=True, lr=1e-2)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert list((tmp_path / "work").glob("clips-4-4-0-tilt10.pt"))  # upright clips cached apart from the others
+    trained = dict(LattePipeline.from_pretrained(out).text_encoder.named_parameters())
+    assert any(not torch.allclose(trained[n].float(), p.float(), atol=1e-3) for n, p in before.items())
+
+
 def test_video_scores_read_the_data_right_and_can_say_none() -> None:
     from genaccel.bench.run import EVALUATOR
     from genaccel.metrics.evaluator import Evaluator

@@ -10,13 +10,12 @@ the middle; a numpy ``Generator`` drives small jitter (start, end, cross positio
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from genaccel.refdata.shapes import BACKGROUNDS, COLOURS, SHAPES, SIZES, draw_shape
+from genaccel.refdata.shapes import BACKGROUNDS, COLOURS, SHAPES, SIZES, draw_angle, draw_shape
 
 DIRECTIONS: dict[str, tuple[int, int]] = {  # unit step in image coordinates (x right, y down)
     "left to right": (1, 0),
@@ -57,13 +56,15 @@ def sample_motion_specs(n: int, seed: int) -> list[MotionSpec]:
     return out
 
 
-def render_clip(spec: MotionSpec, frames: int, rng: np.random.Generator, size: int = 64) -> list[Image.Image]:
-    """The clip of ``spec``: ``frames`` frames of ``size`` px, the shape moving along its direction."""
+def render_clip(spec: MotionSpec, frames: int, rng: np.random.Generator, size: int = 64,
+                max_rotation: float | None = None) -> list[Image.Image]:
+    """The clip of ``spec``: ``frames`` frames of ``size`` px, the shape moving along its direction.
+    ``max_rotation``: see :func:`genaccel.refdata.shapes.render` (upright shapes train better)."""
     dx, dy = DIRECTIONS[spec.direction]
     start, end = (np.array(TRAVEL) + rng.uniform(-2, 2, size=2)) * size / 64
     cross = (32 + rng.uniform(-4, 4)) * size / 64
     r = RADIUS[spec.size] * rng.uniform(0.9, 1.1) * size / 64
-    angle = rng.uniform(0, 2 * math.pi)
+    angle = draw_angle(spec.shape, rng, max_rotation)
     out = []
     for i in range(frames):
         along = start + (end - start) * i / max(1, frames - 1)
@@ -76,11 +77,13 @@ def render_clip(spec: MotionSpec, frames: int, rng: np.random.Generator, size: i
     return out
 
 
-def make_clips(n: int, frames: int, seed: int, size: int = 64) -> tuple[np.ndarray, list[MotionSpec]]:
+def make_clips(n: int, frames: int, seed: int, size: int = 64, max_rotation: float | None = None
+               ) -> tuple[np.ndarray, list[MotionSpec]]:
     """``n`` clips as uint8 ``(n, frames, size, size, 3)`` and their specs."""
     specs = sample_motion_specs(n, seed)
     rng = np.random.default_rng(seed + 1)
-    clips = np.stack([np.stack([np.asarray(f) for f in render_clip(s, frames, rng, size)]) for s in specs])
+    clips = np.stack([np.stack([np.asarray(f) for f in render_clip(s, frames, rng, size, max_rotation)])
+                      for s in specs])
     return clips, specs
 
 

@@ -159,6 +159,13 @@ def draw_shape(
 UPRIGHT: dict[str, float] = {"circle": 0.0, "square": math.pi / 4, "triangle": 0.0, "star": 0.0}
 
 
+def draw_angle(shape: str, rng: np.random.Generator, max_rotation: float | None = None) -> float:
+    """A shape's angle from one uniform draw of ``rng``: any angle (``max_rotation=None``), or
+    :data:`UPRIGHT` tilted by at most ``max_rotation`` radians either way."""
+    angle = float(rng.uniform(0.0, 2 * math.pi))
+    return angle if max_rotation is None else UPRIGHT[shape] + (angle / math.pi - 1.0) * max_rotation
+
+
 def render(spec: ShapeSpec, rng: np.random.Generator, max_rotation: float | None = None) -> Image.Image:
     """Draw ``spec`` as a 64x64 RGB image with jitter drawn from ``rng``.
 
@@ -173,9 +180,7 @@ def render(spec: ShapeSpec, rng: np.random.Generator, max_rotation: float | None
     """
     dx, dy = rng.uniform(-2.0, 2.0, size=2)
     r = _RADIUS[spec.size] * rng.uniform(0.9, 1.1)
-    angle = rng.uniform(0.0, 2 * math.pi)
-    if max_rotation is not None:
-        angle = UPRIGHT[spec.shape] + (angle / math.pi - 1.0) * max_rotation
+    angle = draw_angle(spec.shape, rng, max_rotation)
     cx, cy = _CENTRES[spec.position]
     return draw_shape(
         spec.shape, COLOURS[spec.colour], BACKGROUNDS[spec.background], cx + dx, cy + dy, r, angle

@@ -104,13 +104,18 @@ def load_image_model(image_dir: Path) -> dict[str, Any]:
 def train_shapes_video(
     out: Path, work: Path, *, image_dir: Path, steps: int, frames: int = 8, batch: int = 8, data: int = 2000,
     seed: int = 0, lr: float = 2e-4, all_from: int | None = None, max_seconds: float | None = None,
-    progress: Callable[[int, int, float], None] | None = None,
+    progress: Callable[[int, int, float], None] | None = None, max_rotation: float | None = None,
+    cfg_dropout: float = 0.0, train_text: bool = False,
 ) -> list[float]:
     """Train and save ``shapes-video`` (a LattePipeline folder, fp16); returns the losses.
 
     Resumable from ``work/video.pt``. ``all_from``: the step from which every weight trains
     (before it: the temporal blocks and the new word embeddings only). ``max_seconds`` stops early
-    (a smoke run) and still saves.
+    (a smoke run) and still saves. ``max_rotation``: upright shapes (see
+    :func:`genaccel.refdata.shapes.render`). ``cfg_dropout``: the share of captions replaced by the
+    empty one, so classifier-free guidance has a trained unconditional branch. ``train_text``: the
+    text encoder's layers train from the start too (at ``lr / 4``), not only the new word
+    embeddings: the direction words' meaning sits in word order, which only the layers can read.
     """
     torch.manual_seed(seed)
     parts = load_image_model(image_dir)
@@ -119,13 +124,14 @@ def train_shapes_video(
     old_vocab = text_encoder.get_input_embeddings().weight.shape[0]
     text_encoder.resize_token_embeddings(len(tokenizer))
     latte = latte_from_image_dit(parts["transformer"], frames)
-    cache = work / f"clips-{data}-{frames}-{seed}.pt"
+    tilt = "" if max_rotation is None else f"-tilt{math.degrees(max_rotation):g}"
+    cache = work / f"clips-{data}-{frames}-{seed}{tilt}.pt"
     work.mkdir(parents=True, exist_ok=True)
     if cache.is_file():
         saved = torch.load(cache)
         latents, captions = saved["latents"], saved["captions"]
     else:
-        clips, specs = make_clips(data, frames, seed)
+        clips, specs = make_clips(data, frames, seed, max_rotation=max_rotation)
         latents, captions = encode_clips(vae, clips), [s.caption() for s in specs]
         torch.save({"latents": latents, "captions": captions}, cache)
     # padded to the longest caption only: LattePipeline trims a single prompt's embeddings to its
@@ -137,6 +143,11 @@ def train_shapes_video(
     temporal = [p for b in latte.temporal_transformer_blocks for p in b.parameters()]
     embeddings = text_encoder.get_input_embeddings().weight
     groups: list[dict[str, Any]] = [{"params": temporal}, {"params": [embeddings], "weight_decay": 0.0}]
+    layers = [p for n, p in text_encoder.named_parameters() if "shared" not in n and "embed_tokens" not in n]
+    if train_text:
+        groups.append({"params": layers, "lr": lr / 4})
+    empty = tokenizer([""], padding="max_length", max_length=tokens.shape[1], return_tensors="pt").input_ids[0] \
+        if cfg_dropout else None
     opt = torch.optim.AdamW(groups, lr=lr)
     start, losses = 0, []
     state = load_checkpoint(work / "video.pt")
@@ -152,12 +163,14 @@ def train_shapes_video(
     step = start
     for step in range(start, steps):
         training_all = all_from is not None and step >= all_from
-        if training_all and len(opt.param_groups) == 2:
+        if training_all and not spatial[0].requires_grad:
             for p in spatial:
                 p.requires_grad_(True)
             opt.add_param_group({"params": spatial, "lr": lr / 4})
         idx = torch.randint(0, len(latents), (batch,), generator=rng)
         x0, tok = latents[idx], tokens[idx]
+        if empty is not None:  # caption dropout: the unconditional branch CFG needs
+            tok = torch.where((torch.rand(batch, generator=rng) < cfg_dropout)[:, None], empty[None], tok)
         noise = torch.randn(x0.shape, generator=rng)
         t = torch.randint(0, 1000, (batch,), generator=rng)
         noisy = scheduler.add_noise(x0, noise, t)
