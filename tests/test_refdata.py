@@ -58,6 +58,20 @@ def test_upright_shapes_keep_the_other_jitter_and_stand_upright():
     assert len(top) > 15  # a diamond's top rows are a few pixels wide
 
 
+def test_students_learn_on_the_data_their_teacher_was_trained_on(tmp_path):
+    import json
+    import math
+
+    from genaccel.training.distill import trained_rotation
+
+    class Pipe:
+        name_or_path = str(tmp_path)
+
+    assert trained_rotation(Pipe()) is None  # no train_log.json: any angle, as the old models were trained
+    (tmp_path / "train_log.json").write_text(json.dumps({"max_rotation": 10}))
+    assert trained_rotation(Pipe()) == math.radians(10)
+
+
 def test_heldout_split_exclusion():
     assert len(HELDOUT_COMBOS) == 4
     train = {(s.shape, s.colour) for s in sample_specs(2000, seed=0, split="train")}

@@ -93,13 +93,27 @@ def make_student(teacher: Any) -> UNet2DConditionModel:
     return student.float()
 
 
+def trained_rotation(pipe: Any) -> float | None:
+    """The shape rotation limit (radians) the pipeline's teacher was trained with, from the
+    ``train_log.json`` beside it (``max_rotation`` in degrees; absent: any angle), so students
+    and pruned models learn on the teacher's own data."""
+    import math
+
+    log = Path(getattr(pipe, "name_or_path", "") or ".") / "train_log.json"
+    try:
+        degrees = json.loads(log.read_text()).get("max_rotation")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None if degrees is None else math.radians(float(degrees))
+
+
 def reference_latents(pipe: Any, count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """Scaled VAE latents and captions of reference-generator images (training split); every
-    other caption is a natural one (attributes left out, synonyms, other orders), as the
-    teachers were trained on."""
+    """Scaled VAE latents and captions of reference-generator images (training split, drawn as
+    the teacher's were: :func:`trained_rotation`); every other caption is a natural one
+    (attributes left out, synonyms, other orders), as the teachers were trained on."""
     from genaccel.refdata.shapes import make_dataset
 
-    images, specs = make_dataset(count, seed, split="train")
+    images, specs = make_dataset(count, seed, split="train", max_rotation=trained_rotation(pipe))
     rng = np.random.default_rng([seed, 0xCA7])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     with torch.no_grad():
