@@ -130,8 +130,8 @@ class MusicDistiller:
                                  seed=c.seed, ckpt=ckpt, progress=progress)
 
     def save(self, out: Path, teacher_name: str, losses: list[float]) -> MelDiTPipeline:
-        """The student folder: the teacher's text encoder and codec (fewer Griffin-Lim iterations),
-        the EMA DiT, a consistency scheduler, and a ``genaccel.json`` card naming the teacher (so
+        """The student folder (fp16): the teacher's text encoder and codec (fewer Griffin-Lim
+        iterations), the EMA DiT, a consistency scheduler, and a ``genaccel.json`` card naming the teacher (so
         ``--profile turbo`` finds it) with the student's defaults."""
         from diffusers import CMStochasticIterativeScheduler
 
@@ -139,10 +139,10 @@ class MusicDistiller:
         scheduler = CMStochasticIterativeScheduler(num_train_timesteps=self.config.grid, sigma_min=SIGMA_MIN,
                                                    sigma_max=SIGMA_MAX, sigma_data=SIGMA_DATA, rho=RHO,
                                                    clip_denoised=False)
-        student = MelDiTPipeline(tokenizer=t.tokenizer, text_encoder=t.text_encoder,
+        student = MelDiTPipeline(tokenizer=t.tokenizer, text_encoder=copy.deepcopy(t.text_encoder),
                                  transformer=copy.deepcopy(self.target).eval(), scheduler=scheduler)
         student.set_codec(replace(t.codec.config, griffin_lim_iters=self.config.griffin_lim_iters))
-        student.save_pretrained(out, safe_serialization=True)
+        student.to(torch.float16).save_pretrained(out, safe_serialization=True)  # fp16, as music-ref ships
         card = {"distilled_from": teacher_name, "mode": "consistency", "pipeline": "MelDiTPipeline",
                 "defaults": {"steps": self.config.student_steps, "guidance_scale": 1.0},
                 "config": asdict(self.config)}
