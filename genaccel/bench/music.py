@@ -97,11 +97,11 @@ def bench(model: str, count: int, rows: list[str], duration: float | None = None
                                     "profile": profile, "duration": duration, "steps": row_steps}
             request = prepare_request(JobRequest.from_flat(flat).model_copy(update={"techniques": techniques}),
                                       registry, settings)[0]
-            if request.model not in pipes:  # turbo swapped in a student: loaded once, warmed up once
-                pipes[request.model] = load_pipeline(registry.resolve(request.model), torch.device("cpu"),
-                                                      torch.float32)
-                run_row(pipes[request.model], request, info.family)
-            samples, wall, inside = run_row(pipes[request.model], request, info.family)
+            served = request.model or model
+            if served not in pipes:  # turbo swapped in a student: loaded once, warmed up once
+                pipes[served] = load_pipeline(registry.resolve(served), torch.device("cpu"), torch.float32)
+                run_row(pipes[served], request, info.family)
+            samples, wall, inside = run_row(pipes[served], request, info.family)
             steps, seconds = request.params.steps or 0, request.params.duration_s or 0.0
             rate = info.defaults.sample_rate or 16_000
             scores.append(evaluator.score(samples, rate, text))
