@@ -137,13 +137,15 @@ class MelDiTPipeline(DiffusionPipeline):  # type: ignore[misc]
     def set_codec(self, config: MelCodecConfig) -> None:
         self.codec = MelCodec(config)
 
+    @property
+    def is_consistency_student(self) -> bool:
+        """Sampled by ``CMStochasticIterativeScheduler``: a consistency student (``genaccel distill``)."""
+        return type(self.scheduler).__name__ == "CMStochasticIterativeScheduler"
+
     def model_time(self, t: torch.Tensor) -> torch.Tensor:
         """The DiT's time input, EDM's ``0.25 ln sigma``, for scheduler timestep ``t``: the EDM
-        schedulers' timesteps are that already; ``CMStochasticIterativeScheduler`` (a consistency
-        student's) scales it by 1000."""
-        if type(self.scheduler).__name__ == "CMStochasticIterativeScheduler":
-            return t / 1000.0
-        return t
+        schedulers' timesteps are that already; a consistency student's scheduler scales it by 1000."""
+        return t / 1000.0 if self.is_consistency_student else t
 
     def tokens(self, prompts: list[str]) -> torch.Tensor:
         return self.tokenizer([p.lower() for p in prompts], padding="max_length", truncation=True,

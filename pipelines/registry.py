@@ -164,18 +164,6 @@ def is_speech_ref_folder(path: Path) -> bool:
     return (path / "model.safetensors").is_file() and model_card(path).get("pipeline") == "SpeechRefModel"
 
 
-def is_mel_dit_folder(path: Path) -> bool:
-    """A ``MelDiTPipeline`` folder (``music-ref`` and its students): genaccel's own pipeline class,
-    whose components all come from diffusers and transformers."""
-    try:
-        index = json.loads((path / "model_index.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    parts = [v for k, v in index.items() if not k.startswith("_")]
-    return index.get("_class_name") == "MelDiTPipeline" and all(
-        isinstance(v, list) and len(v) == 2 and v[0] in SAFE_LIBRARIES for v in parts)
-
-
 def speech_ref_info(name: str, folder: Path, source: Source, description: str = "") -> ModelInfo:
     """A ``speech-ref``-layout folder (config.json + model.safetensors) as a served speech model."""
     from functools import partial
@@ -354,11 +342,11 @@ class ModelRegistry:
     def _folder_info(self, name: str, path: Path, source: Source = "folder") -> ModelInfo:
         if is_speech_ref_folder(path):
             return speech_ref_info(name, path, source)
-        if is_mel_dit_folder(path):
+        cls, components = pipeline_parts(path)
+        if cls == "MelDiTPipeline":  # music-ref's students
             from pipelines.music_models import mel_dit_info
 
             return mel_dit_info(name, path, source)
-        cls, components = pipeline_parts(path)
         from pipelines.modality import modality_of_class
 
         modality = modality_of_class(cls)
@@ -424,6 +412,10 @@ def model_card(path: Path) -> dict[str, Any]:
         return {}
 
 
+OWN_PIPELINES = ("MelDiTPipeline",)
+"""genaccel's own pipeline classes (in ``pipelines/``, not remote code) whose folders are served."""
+
+
 def check_pipeline_folder(path: Path) -> dict[str, Any]:
     """Read ``model_index.json`` and refuse custom code or pickle-only weights."""
     try:
@@ -434,7 +426,7 @@ def check_pipeline_folder(path: Path) -> dict[str, Any]:
     cls = index.get("_class_name")
     import diffusers
 
-    if not isinstance(cls, str) or not hasattr(diffusers, cls):
+    if not isinstance(cls, str) or not (hasattr(diffusers, cls) or cls in OWN_PIPELINES):
         raise UnsafeModel(f"model folder {path} asks for pipeline class {cls!r}, which is not part of diffusers; "
                           "genaccel never runs remote or custom code; fix: use a standard diffusers pipeline")
     for comp, spec in index.items():

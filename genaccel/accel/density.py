@@ -92,7 +92,7 @@ class _State:
         self.pooled_calls = 0
 
     def start_call(self, latents: torch.Tensor, timestep: Any) -> None:
-        t = float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep or 0)
+        t = _scalar(timestep)
         h, w = latents.shape[-2] // self.patch, latents.shape[-1] // self.patch
         pool, noisy = self.config.pool, t >= self.config.threshold
         space = noisy and self.config.space and h % pool == 0 and w % pool == 0
@@ -100,6 +100,11 @@ class _State:
         frames = latents.shape[2] if latents.ndim == 5 else 0
         self.frames = frames if noisy and self.config.time and frames and frames % pool == 0 else None
         self.pooled_calls += self.grid is not None or self.frames is not None
+
+
+def _scalar(timestep: Any) -> float:
+    """A call's timestep as one number (a tensor holds one per row, all equal)."""
+    return float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep or 0)
 
 
 def _pool_time(tokens: torch.Tensor, k: int) -> torch.Tensor:
@@ -182,10 +187,10 @@ def apply_density(pipe: Any, config: FlexDensity) -> _DensityHandle:
     name = type(transformer).__name__
     if transformer is None or name not in SUPPORTED:
         raise _unsupported(name)
-    if name == AUDIO:
-        return _apply_audio_density(pipe, transformer, config)
-    state = _State(config, int(transformer.config.patch_size))
     t_index = list(inspect.signature(transformer.forward).parameters).index("timestep")
+    if name == AUDIO:
+        return _apply_audio_density(pipe, transformer, config, t_index)
+    state = _State(config, int(transformer.config.patch_size))
 
     def on_call(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         latents = args[0] if args else kwargs["hidden_states"]
@@ -216,15 +221,14 @@ def apply_density(pipe: Any, config: FlexDensity) -> _DensityHandle:
     return _DensityHandle(patches, state)
 
 
-def _apply_audio_density(pipe: Any, transformer: Any, config: FlexDensity) -> _DensityHandle:
+def _apply_audio_density(pipe: Any, transformer: Any, config: FlexDensity, t_index: int) -> _DensityHandle:
     from genaccel.accel.dit_cache import timestep_scale
 
     state = _State(config, 1)
     scale = timestep_scale(pipe)
 
     def on_call(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-        t = float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t or 0)
+        t = _scalar(kwargs.get("timestep", args[t_index] if len(args) > t_index else None))
         frames = (args[0] if args else kwargs["hidden_states"]).shape[-1]
         state.frames = frames if config.time and scale(t) >= config.threshold else None
         state.pooled_calls += state.frames is not None

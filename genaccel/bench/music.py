@@ -113,7 +113,7 @@ def bench(model: str, count: int, rows: list[str], duration: float | None = None
                 lsd.append(log_spectral_distance(samples, baseline[i]))
         accuracy = [s["note_accuracy"] for s in scores if s["note_accuracy"] is not None]
         results["rows"][name] = {
-            "model": request.model, "profile": profile, "techniques": [t.name for t in techniques], "steps": steps,
+            "model": served, "profile": profile, "techniques": [t.name for t in techniques], "steps": steps,
             "wall_s_per_clip": round(float(np.mean(walls)), 3),
             "denoiser_s_per_clip": round(float(np.mean(denoiser)), 3),
             "rtf": round(float(np.mean(walls)) / seconds, 3) if seconds else None,

@@ -163,7 +163,7 @@ def _distill_music(info: Any, out: Path | None, mode: str | None, steps: int, ba
     _consistency_only(info, mode, prompts_file, "is an EDM music model whose student is a consistency model",
                       "distils on the synthesiser's clips")
     teacher = info.builder().to(torch.float32)
-    if type(teacher.scheduler).__name__ == "CMStochasticIterativeScheduler":
+    if teacher.is_consistency_student:
         raise InvalidRequest("teacher", info.name, "is already a consistency student",
                              "distil from the EDM model it came from")
     config = MusicDistillConfig(steps=steps, batch=batch_size, lr=lr, seed=seed,

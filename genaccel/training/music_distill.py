@@ -72,7 +72,7 @@ class MusicDistiller:
     """One consistency-distillation run of a loaded ``MelDiTPipeline`` teacher (fp32)."""
 
     def __init__(self, teacher: MelDiTPipeline, config: MusicDistillConfig) -> None:
-        if type(teacher.scheduler).__name__ == "CMStochasticIterativeScheduler":
+        if teacher.is_consistency_student:
             raise ValueError("the teacher is already a consistency student; distil from the EDM model")
         self.teacher, self.config = teacher, config
         for module in (teacher.text_encoder, teacher.transformer):
@@ -80,6 +80,8 @@ class MusicDistiller:
         self.student = copy.deepcopy(teacher.transformer).float().requires_grad_(True)
         self.target = copy.deepcopy(teacher.transformer).float().requires_grad_(False)
         self.sigmas = karras_sigmas(config.grid)
+        with torch.no_grad():  # the empty caption's states: the guided teacher step's other branch
+            self.uncond = text_states(teacher.text_encoder, teacher.tokens([""]))
 
     def consistency(self, model: Any, x: torch.Tensor, sigma: torch.Tensor, states: torch.Tensor,
                     pooled: torch.Tensor) -> torch.Tensor:
@@ -103,8 +105,8 @@ class MusicDistiller:
     def loss(self, mels: torch.Tensor, tokens: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         with torch.no_grad():
             cond = text_states(self.teacher.text_encoder, tokens)
-            empty = self.teacher.tokens([""]).expand(len(tokens), -1)
-            uncond = text_states(self.teacher.text_encoder, empty)
+        states, pooled = self.uncond
+        uncond = (states.expand(len(tokens), -1, -1), pooled.expand(len(tokens), -1, -1))
         n = torch.randint(0, self.config.grid - 1, (mels.shape[0],), generator=gen)
         sigma, sigma_next = self.sigmas[n], self.sigmas[n + 1]
         x = mels + sigma[:, None, None] * torch.randn(mels.shape, generator=gen)
