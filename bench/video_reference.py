@@ -36,6 +36,8 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
     "pab": [{"name": "pab", "options": {"skip": 2}}],
     "taylorseer": [{"name": "taylorseer", "options": {"interval": 2, "warmup": 3}}],
     "taylorseer-3": [{"name": "taylorseer", "options": {"interval": 3, "warmup": 3}}],
+    "taylorseer-model": [{"name": "taylorseer", "options": {"interval": 2, "warmup": 3, "scope": "model"}}],
+    "taylorseer-model-3": [{"name": "taylorseer", "options": {"interval": 3, "warmup": 3, "scope": "model"}}],
     "fastercache": [{"name": "fastercache", "options": {}}],
     "density-time": [{"name": "density", "options": {"space": False}}],
     "density": [{"name": "density", "options": {}}],

@@ -22,6 +22,8 @@ from genaccel.settings import Settings
 Source = Literal["builtin", "asset", "folder", "hub"]
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
+PAIR_SEPARATOR = "+"
+"""``IMAGE+VIDEO`` names a text-to-image-then-image-to-video pair of served models."""
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SAFE_LIBRARIES = {"diffusers", "transformers", None}
 PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl"}
@@ -64,6 +66,8 @@ class ModelInfo:
     adapter: str | None = None
     """The modality adapter that runs it (``pipelines/modality.py``); ``None``: the one named like
     its modality."""
+    stages: tuple[ModelInfo, ModelInfo] | None = field(default=None, compare=False, repr=False)
+    """A text-to-image-then-image-to-video pair (``IMAGE+VIDEO``): the two models it runs."""
 
 
 # Reference models this project trains and ships in assets/ (scripts/train_*.py make them).
@@ -310,6 +314,8 @@ class ModelRegistry:
         folders = self._folder_models()
         if name in folders:
             return self._folder_info(name, folders[name])
+        if PAIR_SEPARATOR in name and not Path(name).expanduser().exists():
+            return self._pair_info(name)
         path = Path(name).expanduser()
         looks_like_path = name.startswith((".", "/", "~")) or (path.exists() and not HUB_ID.match(name))
         if looks_like_path:
@@ -324,6 +330,40 @@ class ModelRegistry:
             return self._hub_info(name)
         raise UnknownModel("model", name, "no such model",
                            f"use one of: {', '.join(self.names())} (see `genaccel models`)")
+
+    def _pair_info(self, name: str) -> ModelInfo:
+        """``IMAGE+VIDEO``: a text-to-image model draws the first frame, an image-to-video model
+        animates it (the Magic 1-For-1 recipe, ``pipelines/two_stage.py``). The clip follows the
+        video model's rules and defaults; a request with an init image skips the image stage."""
+        parts = name.split(PAIR_SEPARATOR)
+        fix = "name a text-to-image model and an image-to-video model, e.g. shapes-sd+tiny-wan-i2v"
+        if len(parts) != 2 or not all(parts):
+            raise UnknownModel("model", name, "a pair names exactly two models, IMAGE+VIDEO", fix)
+        image, video = (self.resolve(part) for part in parts)
+        if image.modality != "image" or image.family == Family.OTHER:
+            raise UnknownModel("model", name, f"its first model {image.name} is not a text-to-image model "
+                               f"(it makes {image.modality})", fix)
+        from pipelines.video_rules import VIDEO_CLASSES, kind_of
+
+        if video.modality != "video" or video.pipeline_class not in VIDEO_CLASSES \
+                or kind_of(video.pipeline_class).image != "required" or video.stages is not None:
+            raise UnknownModel("model", name, f"its second model {video.name} is not an image-to-video model "
+                               f"({video.pipeline_class})", fix)
+
+        def build() -> Any:
+            import torch
+
+            from pipelines.loader import load_pipeline
+            from pipelines.two_stage import TextImageToVideoPipeline
+
+            cpu = torch.device("cpu")
+            return TextImageToVideoPipeline(load_pipeline(image, cpu, torch.float32),
+                                            load_pipeline(video, cpu, torch.float32))
+
+        # source "builtin": nothing of its own on disk (each stage loads from its own source)
+        return ModelInfo(name, "video", Family.OTHER, "builtin", name, "TextImageToVideoPipeline",
+                         video.defaults, f"{image.name} draws the first frame, {video.name} animates it",
+                         build, stages=(image, video))
 
     # -- folders ---------------------------------------------------------------------------
     def _folder_models(self) -> dict[str, Path]:
@@ -473,6 +513,10 @@ def weights_digest(info: ModelInfo) -> str:
     from genaccel import __version__
 
     h = hashlib.sha256(f"{info.name}\0{info.pipeline_class}".encode())
+    if info.stages is not None:
+        for stage in info.stages:
+            h.update(weights_digest(stage).encode())
+        return h.hexdigest()[:32]
     if info.source == "builtin":
         h.update(f"builtin\0{__version__}".encode())
         return h.hexdigest()[:32]

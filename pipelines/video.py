@@ -34,6 +34,7 @@ from pipelines.video_rules import (
     check_memory,
     check_size,
     fixed_frames,
+    kind_for,
     kind_of,
     window_overlap,
 )
@@ -65,7 +66,7 @@ class VideoAdapter:
 
     def prepare(self, request: JobRequest, info: ModelInfo, settings: Settings) -> dict[str, Any]:
         p, d = request.params, info.defaults
-        kind = kind_of(info.pipeline_class)
+        kind = kind_for(info)
         if kind.image == "required" and p.init_image is None:
             raise InvalidRequest("init_image", None, f"{info.name} ({kind.name}) makes a clip from an image",
                                  "pass --init IMAGE (the first frame), or use a text-to-video model")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +68,15 @@ KINDS: tuple[VideoKind, ...] = (
 VIDEO_CLASSES: frozenset[str] = frozenset(c for k in KINDS for c in k.classes)
 
 
+def kind_for(info: ModelInfo) -> VideoKind:
+    """The rules of a served video model: its class's, or for an ``IMAGE+VIDEO`` pair its video
+    model's, with the image optional (the image model draws it when the request brings none)."""
+    if info.stages is not None:
+        video = kind_of(info.stages[1].pipeline_class)
+        return replace(video, name=f"text-to-image then {video.name}", image="optional")
+    return kind_of(info.pipeline_class)
+
+
 def kind_of(pipeline_class: str) -> VideoKind:
     """The rules of a video pipeline class (``KeyError``: not one of the families here)."""
     for kind in KINDS:
@@ -90,6 +99,8 @@ def nearest_size(value: int, multiple: int) -> int:
 def model_configs(info: ModelInfo) -> dict[str, dict[str, Any]]:
     """``{"transformer"|"unet"|"vae": config}`` of a model, from its folder or (built-in models)
     from building it once; used by the rules and the memory estimate without loading weights."""
+    if info.stages is not None:  # an IMAGE+VIDEO pair: the video stage is the one that counts
+        return model_configs(info.stages[1])
     if info.builder is not None:
         return _built_configs(info.name, info.builder)
     out = {}

@@ -57,10 +57,12 @@ def sound(pipe: Any, call: Any = None) -> np.ndarray:
 
 
 CASES = [("stable_audio", c) for c in CONFIGS] + [("mel_dit", c) for c in CONFIGS[:2]] + [("mel_dit", CONFIGS[3])] \
-    + [("stable_audio", FlexDensity()), ("mel_dit", FlexDensity())]
+    + [("stable_audio", FlexDensity()), ("mel_dit", FlexDensity())] \
+    + [(m, TaylorSeer(interval=2, warmup=2, scope="model")) for m in ("stable_audio", "mel_dit")]
 
 
-@pytest.mark.parametrize(("model", "config"), CASES, ids=lambda c: getattr(c, "name", c))
+@pytest.mark.parametrize(("model", "config"), CASES,
+                         ids=lambda c: f"{c.name}-{getattr(c, 'scope', '')}".rstrip("-") if hasattr(c, "name") else c)
 def test_three_runs(model: str, config: Any, request: pytest.FixtureRequest) -> None:
     pipe = request.getfixturevalue(model)
     base = sound(pipe)

@@ -21,7 +21,8 @@ from pipelines.registry import ModelRegistry
 from tests.conftest import hooked
 
 CONFIGS = [FirstBlockCache(threshold=0.5), PyramidAttentionBroadcast(skip=2, window_low=0, window_high=1000),
-           TaylorSeer(interval=2, warmup=2), FasterCache(window_high=1000, uncond_window_high=1000, uncond_skip=3),
+           TaylorSeer(interval=2, warmup=2), TaylorSeer(interval=3, warmup=2, scope="model"),
+           FasterCache(window_high=1000, uncond_window_high=1000, uncond_skip=3),
            MagCache(threshold=0.5, retention=0.2, ratios=(1.0, 0.9, 0.95, 1.0, 0.98))]
 
 
@@ -60,7 +61,7 @@ def hook_names(module: torch.nn.Module) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.name}-{getattr(c, 'scope', '')}".rstrip("-"))
 def test_three_runs(dit: Any, config: Any) -> None:
     from genaccel.accel.base import call_wrappers
 

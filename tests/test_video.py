@@ -19,12 +19,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from genaccel.cli import main
-from genaccel.errors import InvalidRequest
+from genaccel.errors import InvalidRequest, UnknownModel
 from genaccel.settings import Settings
 from genaccel.spec import JobRequest
 from pipelines.modality import AudioOutput, RunHooks, VideoOutput
 from pipelines.prepare import prepare_request
-from pipelines.registry import ModelRegistry, builtin_models
+from pipelines.registry import ModelRegistry, builtin_models, weights_digest
 from pipelines.runner import save_output
 from pipelines.video import VideoAdapter, frames_preview, windows
 
@@ -333,6 +333,41 @@ def test_text_to_image_then_image_to_video_counts_both_stages(settings: Settings
     steps.clear()
     VideoAdapter().generate(pipe, [given], RunHooks(lambda s, t: steps.append((s, t))))
     assert steps == [(1, 2), (2, 2)]  # an init image skips the image stage
+
+
+def test_any_image_model_pairs_with_any_image_to_video_model(settings: Settings) -> None:
+    """``IMAGE+VIDEO`` names a text-to-image-then-image-to-video pair of served models: the image
+    model draws the first frame, the clip follows the video model's rules and defaults."""
+    registry = ModelRegistry(settings)
+    pair = registry.resolve("tiny-sd+tiny-ltx-i2v")
+    assert pair.modality == "video" and pair.pipeline_class == "TextImageToVideoPipeline"
+    assert pair.defaults == registry.resolve("tiny-ltx-i2v").defaults
+    with pytest.raises(InvalidRequest, match=r"LTX image-to-video makes 8k\+1 frames.*pass --frames 9"):
+        prepared(settings, model="tiny-sd+tiny-ltx-i2v", steps=2, frames=10)  # LTX's rule, not Wan's
+    request = prepared(settings, model="tiny-sd+tiny-ltx-i2v", steps=2, seed=1, frames=9)  # no image needed
+    pipe = pair.builder()  # type: ignore[misc]
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe.image).__name__ == "StableDiffusionPipeline"
+    assert type(pipe.video).__name__ == "LTXImageToVideoPipeline"
+    steps: list[tuple[int, int]] = []
+    (outputs,) = VideoAdapter().generate(pipe, [request], RunHooks(lambda s, t: steps.append((s, t))))
+    assert len(outputs[0].frames) == 9  # type: ignore[union-attr]
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert weights_digest(pair) != weights_digest(registry.resolve("tiny-dit+tiny-ltx-i2v"))
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("tiny-wan+tiny-wan-i2v", "its first model tiny-wan is not a text-to-image model (it makes video)"),
+    ("tiny-sd+tiny-wan", "its second model tiny-wan is not an image-to-video model (WanPipeline)"),
+    ("tiny-sd+tiny-dit", "its second model tiny-dit is not an image-to-video model"),
+    ("tiny-sd+tiny-wan-i2v+tiny-wan-i2v", "a pair names exactly two models, IMAGE+VIDEO"),
+    ("tiny-sd+", "a pair names exactly two models, IMAGE+VIDEO"),
+    ("tiny-sd+nosuch-i2v", "no such model"),
+])
+def test_a_bad_pair_is_refused_with_its_reason(settings: Settings, name: str, why: str) -> None:
+    with pytest.raises(UnknownModel) as err:
+        ModelRegistry(settings).resolve(name)
+    assert why in str(err.value)
 
 
 def test_a_models_longest_clip_is_enforced(settings: Settings) -> None:

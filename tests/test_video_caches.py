@@ -23,11 +23,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "fbcache": {"threshold": 0.5},
     "pab": {"skip": 2, "window_low": 0, "window_high": 1000},
     "taylorseer": {"interval": 2, "warmup": 1},
+    "taylorseer-model": {"interval": 3, "warmup": 1, "scope": "model"},
     "magcache": {"ratios": [1.0, 0.99, 0.98, 0.97], "threshold": 0.5, "retention": 0.0},
     "fastercache": {"window_high": 1000, "attention_only": True},
 }
 WORKS = [("tiny-wan", t) for t in OPTIONS] + [("tiny-ltx", t) for t in OPTIONS] + [
-    ("tiny-latte", "pab"), ("tiny-latte", "taylorseer"), ("tiny-latte", "fastercache")]
+    ("tiny-latte", "pab"), ("tiny-latte", "taylorseer"), ("tiny-latte", "taylorseer-model"),
+    ("tiny-latte", "fastercache")]
 REFUSED = [
     ("tiny-wan", "fastercache", {}, "its guidance mode fails on Wan: Wan runs the conditional and unconditional "
      "passes as separate transformer calls", "pass fastercache with attention_only=true, or use pab"),
@@ -76,9 +78,10 @@ def request_for(settings: Settings, model: str, technique: str | None = None, **
 @pytest.mark.parametrize(("model", "technique"), WORKS)
 def test_three_runs(settings: Settings, model: str, technique: str) -> None:
     pipe = pipe_of(model)
-    request = request_for(settings, model, technique, **OPTIONS[technique])  # accepted before queueing
+    name = technique.split("-")[0]  # "taylorseer-model": taylorseer with scope=model
+    request = request_for(settings, model, name, **OPTIONS[technique])  # accepted before queueing
     base = clip(pipe, request)
-    handle = apply_techniques(pipe, [parse_technique(TechniqueSpec(name=technique, options=OPTIONS[technique]))])
+    handle = apply_techniques(pipe, [parse_technique(TechniqueSpec(name=name, options=OPTIONS[technique]))])
     try:
         handle.reset()
         fast = clip(pipe, request)

@@ -46,6 +46,7 @@ ROWS: dict[str, tuple[str, tuple[TechniqueSpec, ...], int | None]] = {  # profil
     "pab": ("off", (TechniqueSpec(name="pab"),), None),
     "fastercache": ("off", (TechniqueSpec(name="fastercache"),), None),
     "taylorseer": ("off", (TechniqueSpec(name="taylorseer"),), None),
+    "taylorseer-model": ("off", (TechniqueSpec(name="taylorseer", options={"scope": "model"}),), None),
     "magcache": ("off", (TechniqueSpec(name="magcache"),), None),  # ratios from the model's genaccel.json
     "density": ("off", (TechniqueSpec(name="density"),), None),  # token density along time
 }

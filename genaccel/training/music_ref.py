@@ -1,5 +1,6 @@
-"""``music-ref``: the reference music model. A ``StableAudioDiTModel`` on 64-bin log-mel frames of
-the synthesiser's melodies (``genaccel.refdata.music``), with a small T5 text encoder, trained
+"""``music-ref``: the reference music model. A ``StableAudioDiTModel`` on log-mel frames (64 bands
+by default; ``--n-mels 128 --n-fft 2048 --fmin 100`` resolves a semitone at the melodies'
+fundamentals, docs/music.md) of the synthesiser's melodies (``genaccel.refdata.music``), with a small T5 text encoder, trained
 with EDM's preconditioning and loss (Karras et al. 2022: log-normal sigmas, c_skip/c_out/c_in,
 unit-weighted target), caption variants drawn fresh each step, caption dropout for guidance, and
 an EMA of the weights. Checkpoints every ``save_every`` steps and writes the pipeline (fp16) to
@@ -14,6 +15,7 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,10 @@ P_MEAN, P_STD, SIGMA_DATA = -1.2, 1.2, 0.5
 
 
 def cached_mels(codec: MelCodec, work: Path, count: int, seed: int) -> tuple[torch.Tensor, list[MelodySpec]]:
-    """Normalised log-mels (N, 64, frames) and specs of ``count`` clips, cached in ``work``."""
-    cache = work / f"mels-{count}-{seed}.pt"
+    """Normalised log-mels (N, n_mels, frames) and specs of ``count`` clips, cached in ``work`` (the
+    cache's name carries the codec's shape, so a run with another codec never reads it)."""
+    c = codec.config
+    cache = work / f"mels-{count}-{seed}-{c.n_mels}x{c.n_fft}-{c.fmin:g}.pt"
     if cache.is_file():
         stored = torch.load(cache, weights_only=False)
         return stored["mels"], [MelodySpec(**s) for s in stored["specs"]]
@@ -76,8 +80,8 @@ def train_music_ref(out: Path, work: Path, *, steps: int, batch: int = 16, data:
     """Train (resuming from ``work/dit.pt``) and export to ``out`` every ``save_every`` steps.
     Without a checkpoint, ``init_from`` (an exported ``music-ref`` folder) gives the starting
     weights and step count, with a fresh optimiser: how a run continues when its checkpoint is gone."""
-    cfg = cfg or MelDiTConfig()
     codec_cfg = codec_cfg or MelCodecConfig(mean=-7.5, std=4.7)
+    cfg = replace(cfg or MelDiTConfig(), n_mels=codec_cfg.n_mels)
     pipe = build_mel_dit(cfg, caption_words(), seed, codec_cfg)
     first = 0
     if init_from is not None and not (work / "dit.pt").is_file():
@@ -173,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--time-limit", type=float, default=None, help="stop (and export) after this many seconds")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from an exported music-ref folder (fresh optimiser) when WORK has no checkpoint")
+    p.add_argument("--n-mels", type=int, default=64, help="mel bands of the codec (the model's input width follows)")
+    p.add_argument("--n-fft", type=int, default=1024, help="FFT size of the codec's spectrogram")
+    p.add_argument("--fmin", type=float, default=0.0, help="lowest mel band edge (Hz)")
     p.add_argument("--calibrate-only", action="store_true", help="only measure MagCache's ratios of --out")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -182,7 +189,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.time()
     train_music_ref(args.out, args.work, steps=args.steps, batch=args.batch, data=args.data, seed=args.seed,
-                    lr=args.lr, save_every=args.save_every, time_limit=args.time_limit, init_from=args.init_from)
+                    lr=args.lr, save_every=args.save_every, time_limit=args.time_limit, init_from=args.init_from,
+                    codec_cfg=MelCodecConfig(mean=-7.5, std=4.7, n_mels=args.n_mels, n_fft=args.n_fft,
+                                             fmin=args.fmin))
     state: dict[str, Any] = json.loads((args.out / "train_state.json").read_text())
     write_log(args.out / "train_log.json", started, **state)
 

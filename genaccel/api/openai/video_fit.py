@@ -24,7 +24,7 @@ from genaccel.api.openai.errors import OpenAIError, invalid
 from genaccel.errors import InvalidRequest
 from genaccel.settings import Settings
 from pipelines.registry import ModelInfo
-from pipelines.video_rules import VideoKind, check_frames, fixed_frames, kind_of, nearest_size, window_overlap
+from pipelines.video_rules import VideoKind, check_frames, fixed_frames, kind_for, nearest_size, window_overlap
 
 
 def video_kind(info: ModelInfo) -> VideoKind | None:
@@ -32,7 +32,7 @@ def video_kind(info: ModelInfo) -> VideoKind | None:
     if info.adapter not in (None, "video"):
         return None
     try:
-        return kind_of(info.pipeline_class)
+        return kind_for(info)
     except KeyError:
         return None
 
