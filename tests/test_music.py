@@ -243,3 +243,29 @@ def test_ui_music_tab_shows_player_and_spectrogram(settings: Settings) -> None:
               artifacts=[Artifact(name="j1-0.wav", path="/o/j1-0.wav", media_type="audio/wav")])
     page = outputs_html(job, lambda job_id, name, download=False: f"/f/{job_id}/{name}")
     assert '<audio src="/f/j1/j1-0.wav"' in page and 'src="/f/j1/j1-0.spectrogram.png"' in page
+
+
+def test_genaccel_bench_runs_music_rows_side_by_side(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``genaccel bench`` on a music model: its own rows (profiles, techniques), with the real-time
+    factor, exact match, log-spectral distance against ``off`` and the Fréchet distance to the
+    synthesiser's clips of the same captions."""
+    out = tmp_path / "music.json"
+    code = main(["bench", "--model", "tiny-stable-audio", "--profiles", "off,taylorseer", "--prompts", "8",
+                 "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads(out.read_text())["rows"]
+    assert list(rows) == ["off", "taylorseer"]
+    assert rows["taylorseer"]["techniques"] == ["taylorseer"] and rows["off"]["lsd_vs_off"] is None
+    assert rows["taylorseer"]["lsd_vs_off"] is not None and "denoiser_speedup" in rows["taylorseer"]
+    assert "fd_vs_data" in rows["off"] and "| taylorseer |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize(("args", "why"), [
+    (["--model", "tiny-stable-audio", "--model", "tiny-sd"], "mixes music models with other modalities"),
+    (["--model", "tiny-stable-audio", "--steps", "4"], "options='--steps' is invalid: not used by music rows"),
+    (["--model", "tiny-stable-audio", "--profiles", "off,warp"], "is not a music benchmark row, profile or technique"),
+])
+def test_genaccel_bench_refuses_what_music_rows_cannot_run(capsys: pytest.CaptureFixture[str], args: list[str],
+                                                          why: str) -> None:
+    assert main(["bench", *args]) == 2
+    assert why in capsys.readouterr().err

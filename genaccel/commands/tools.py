@@ -27,6 +27,34 @@ if TYPE_CHECKING:
 
 
 
+def _music_bench(data: dict[str, Any], overrides: dict[str, Any], prompts: int | None, json_out: Path | None) -> bool:
+    """Music models have their own rows (``genaccel.bench.music``): run them when every model of
+    the matrix makes music; refuse a matrix that mixes music with other modalities."""
+    from genaccel.bench import music
+    from pipelines.registry import ModelRegistry
+
+    registry = ModelRegistry(Settings())
+    modalities = {name: registry.resolve(name).modality for name in data["models"]}
+    if "music" not in modalities.values():
+        return False
+    if set(modalities.values()) != {"music"}:
+        raise InvalidRequest("models", ",".join(data["models"]), "mixes music models with other modalities",
+                             "benchmark the music models in a run of their own")
+    flags = {"steps": "--steps", "sizes": "--size", "batch": "--batch", "repeats": "--repeats", "warmup": "--warmup"}
+    unused = [flag for key, flag in flags.items() if overrides.get(key)]
+    if unused:
+        raise InvalidRequest("options", " ".join(unused), "not used by music rows (each row runs at its own "
+                             "steps, once per prompt)", "drop it; name the rows with --profiles")
+    names = [p if isinstance(p, str) else p["name"] for p in data.get("profiles") or []] or list(music.ROWS)
+    for name in data["models"]:
+        results = music.bench(name, prompts or 12, names)
+        out = json_out or Path("bench/results") / f"music-{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        music.write(results, out)
+        _out(music.markdown(results))
+        _err(f"genaccel: wrote {out} and {out.with_suffix('.md')}")
+    return True
+
+
 @app.command()
 def bench(
     matrix: Annotated[Path | None, typer.Option("--matrix", help="YAML/JSON matrix (see bench/README.md).")] = None,
@@ -57,6 +85,8 @@ def bench(
     if prompts is not None or no_quality:
         data["quality"] = {**data.get("quality", {}), **({"prompts": prompts} if prompts else {}),
                            **({"enabled": False} if no_quality else {})}
+    if _music_bench(data, overrides, prompts, json_out):
+        return
     spec = parse_matrix(data, source=matrix.name if matrix else "options")
     out = json_out or Path("bench/results") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     command = " ".join(["genaccel", *sys.argv[1:]])

@@ -1,10 +1,10 @@
 """``music-ref``: the reference music model. A ``StableAudioDiTModel`` on log-mel frames (64 bands
 by default; ``--n-mels 128 --n-fft 2048 --fmin 100`` resolves a semitone at the melodies'
-fundamentals, docs/music.md) of the synthesiser's melodies (``genaccel.refdata.music``), with a small T5 text encoder, trained
-with EDM's preconditioning and loss (Karras et al. 2022: log-normal sigmas, c_skip/c_out/c_in,
-unit-weighted target), caption variants drawn fresh each step, caption dropout for guidance, and
-an EMA of the weights. Checkpoints every ``save_every`` steps and writes the pipeline (fp16) to
-``out`` each time, so a run stopped early still leaves usable weights.
+fundamentals, docs/music.md) of the synthesiser's melodies (``genaccel.refdata.music``), with a
+small T5 text encoder, trained with EDM's preconditioning and loss (Karras et al. 2022: log-normal
+sigmas, c_skip/c_out/c_in, unit-weighted target), caption variants drawn fresh each step, caption
+dropout for guidance, and an EMA of the weights. Checkpoints every ``save_every`` steps and writes
+the pipeline (fp16) to ``out`` each time, so a run stopped early still leaves usable weights.
 
     python -m genaccel.training.music_ref --steps 4000 --threads 1
 """
