@@ -28,7 +28,7 @@ from genaccel.accel import apply_techniques, parse_technique
 from genaccel.bench.run import EVALUATOR
 from genaccel.metrics.evaluator import Evaluator
 from genaccel.metrics.video import score_clips
-from genaccel.refdata.moving_shapes import sample_motion_specs
+from genaccel.refdata.moving_shapes import natural_video_caption, sample_motion_specs
 from genaccel.spec import TechniqueSpec
 
 VARIANTS: dict[str, list[dict[str, Any]]] = {
@@ -75,13 +75,19 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--student", action="append", default=[],
                         help="PATH[:STEPS] of an LCM student folder (default 4 steps), run without guidance")
+    parser.add_argument("--captions", choices=("full", "natural"), default="full",
+                        help="natural: every other prompt in a user's words (scored on what it names)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--sheet", type=Path, default=None, help="contact sheet PNG: the first 8 clips per row")
     args = parser.parse_args()
     pipe = LattePipeline.from_pretrained(args.model, torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     evaluator = Evaluator.load(EVALUATOR)
-    prompts = [s.caption() for s in sample_motion_specs(args.count, args.seed)]
+    specs = sample_motion_specs(args.count, args.seed)
+    prompts = [s.caption() for s in specs]
+    if args.captions == "natural":
+        rng = np.random.default_rng(args.seed)
+        prompts = [natural_video_caption(s, rng) if i % 2 else s.caption() for i, s in enumerate(specs)]
     rows: list[dict[str, Any]] = []
     sheets: list[tuple[str, list[np.ndarray]]] = []
     for name in args.variants.split(","):
@@ -106,10 +112,14 @@ def main() -> None:
     print(f"{args.model}, {args.count} prompts, {args.steps} steps, guidance {args.guidance}")
     print("| variant | steps | denoiser speed-up | end-to-end speed-up | exact match | direction | shape | "
           "consistency |\n|---|---|---|---|---|---|---|---|")
+
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     for r in rows:
         print(f"| {r['variant']} | {r['steps']} | {base / r['denoiser_s']:.2f}x | {base_wall / r['wall_s']:.2f}x | "
-              f"{r['exact_match']:.2f} | {r['direction_accuracy']:.2f} | {r['shape_accuracy']:.2f} | "
-              f"{r['temporal_consistency']:.2f} |")
+              f"{rate(r['exact_match'])} | {rate(r['direction_accuracy'])} | {rate(r['shape_accuracy'])} | "
+              f"{rate(r['temporal_consistency'])} |")
     if args.sheet:
         from genaccel.bench.report import write_video_sheet
 

@@ -43,6 +43,8 @@ def main() -> None:
                         help="degrees: tilt shapes at most this much from upright (default: any angle)")
     parser.add_argument("--cfg-dropout", type=float, default=0.0, help="share of captions replaced by the empty one")
     parser.add_argument("--train-text", action="store_true", help="train the text encoder's layers from the start")
+    parser.add_argument("--natural", type=float, default=0.0,
+                        help="share of captions in a user's words (attributes left out, synonyms, 'going up')")
     args = parser.parse_args()
     started = time.time()
 
@@ -54,11 +56,12 @@ def main() -> None:
                                 frames=args.frames, batch=args.batch, data=args.data, seed=args.seed, lr=args.lr,
                                 all_from=args.all_from, max_seconds=args.max_seconds, progress=progress,
                                 max_rotation=None if args.max_rotation is None else math.radians(args.max_rotation),
-                                cfg_dropout=args.cfg_dropout, train_text=args.train_text)
+                                cfg_dropout=args.cfg_dropout, train_text=args.train_text, natural=args.natural)
     first, last = smoothed(losses)
     write_log(args.out / "train_log.json", started, steps=len(losses), frames=args.frames, batch=args.batch,
               data=args.data, seed=args.seed, lr=args.lr, all_from=args.all_from, max_rotation=args.max_rotation,
-              cfg_dropout=args.cfg_dropout, train_text=args.train_text, loss_first=first, loss_last=last)
+              cfg_dropout=args.cfg_dropout, train_text=args.train_text, natural=args.natural,
+              loss_first=first, loss_last=last)
     print(f"saved {args.out} after {len(losses)} steps in {time.time() - started:.0f} s: "
           f"loss {first:.4f} -> {last:.4f} (mean of the first and last 20 steps)")
 

@@ -103,6 +103,19 @@ def test_upright_clips_caption_dropout_and_text_layers_train(tiny_dit, tmp_path:
     assert any(not torch.allclose(trained[n].float(), p.float(), atol=1e-3) for n, p in before.items())
 
 
+def test_natural_captions_train_and_their_words_are_whole_tokens(tiny_dit, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from diffusers import LattePipeline
+
+    tiny_dit.save_pretrained(tmp_path / "image")
+    out = tmp_path / "video"
+    losses = train_shapes_video(out, tmp_path / "work", image_dir=tmp_path / "image", steps=2, frames=4, batch=2,
+                                data=4, natural=0.5)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    tokenizer = LattePipeline.from_pretrained(out).tokenizer
+    for word in ("falling", "rising", "going", "sliding", "up", "travelling"):
+        assert len(tokenizer(word).input_ids) == 2, word  # one learnt word (and </s>), not pieces
+
+
 def test_video_scores_read_the_data_right_and_can_say_none() -> None:
     from genaccel.bench.run import EVALUATOR
     from genaccel.metrics.evaluator import Evaluator
@@ -119,4 +132,34 @@ def test_video_scores_read_the_data_right_and_can_say_none() -> None:
     assert scores["temporal_consistency"] is not None and scores["temporal_consistency"] > 0.9
     still = [np.repeat(c[:1], 8, axis=0) for c in clips[:4]]  # right picture, no motion: never exact
     assert score_clips(evaluator, still, prompts[:4])["exact_match"] == 0.0
-    assert parse_video_caption("a red circle") is None
+    assert parse_video_caption("a cat") is None  # names nothing the evaluator reads
+    assert parse_video_caption("an orange hexagon moving up") is None  # outside the vocabulary: not scored
+
+
+def test_natural_video_captions_name_what_the_parser_reads_back() -> None:
+    """Users' words ("going up", "falling", "gray", "big"): the parser reads back exactly the
+    attributes a natural caption names, and a clip is scored on those only."""
+    from genaccel.bench.run import EVALUATOR
+    from genaccel.metrics.evaluator import Evaluator
+    from genaccel.metrics.video import parse_video_caption, score_clips
+    from genaccel.refdata.moving_shapes import natural_video_caption, sample_motion_specs
+
+    rng = np.random.default_rng(5)
+    captions = set()
+    for spec in sample_motion_specs(300, seed=4):
+        text = natural_video_caption(spec, rng)
+        captions.add(text)
+        named = parse_video_caption(text)
+        assert named, text
+        assert all(getattr(spec, k) == v for k, v in named.items()), (text, named)
+    assert len(captions) > 250  # varied, not one template
+    assert parse_video_caption("a big yellow star going up on gray") == {
+        "shape": "star", "colour": "yellow", "size": "large", "background": "grey", "direction": "bottom to top"}
+    assert parse_video_caption("on black, a small blue square moving from right to left")["direction"] == \
+        "right to left"
+    assert parse_video_caption("a red circle") == {"shape": "circle", "colour": "red"}  # no direction: not scored
+    evaluator = Evaluator.load(EVALUATOR)
+    clips, specs = make_clips(4, 8, seed=11)
+    partial = [f"a {s.colour} {s.shape}" for s in specs]  # a still clip of the right shape would match
+    scores = score_clips(evaluator, list(clips), partial)
+    assert scores["scored"] == 4 and scores["direction_accuracy"] is None and scores["size_accuracy"] is None

@@ -4,8 +4,9 @@ evaluator, the majority over frames), which way it moves (the centroid track,
 with the majority, per attribute).
 
 Position is not scored: it changes along the clip by design. Exact match per clip: every
-attribute the caption names (shape, colour, size, background) and the direction read back right;
-a clip whose shape reads "none" or that does not move is never an exact match.
+attribute the prompt names (shape, colour, size, background, direction; the fixed caption names
+all five, a user's prompt any of them) read back right; a clip whose shape reads "none" is never
+an exact match, and one that does not move fails any direction it is asked for.
 """
 
 from __future__ import annotations
@@ -17,19 +18,26 @@ from typing import Any
 
 import numpy as np
 
-from genaccel.refdata.moving_shapes import DIRECTIONS, direction_of
+from genaccel.refdata.moving_shapes import MOTION_PHRASES, direction_of
+from genaccel.refdata.shapes import parse_prompt
 
 SCORED = ("shape", "colour", "size", "background")
-CAPTION = re.compile(r"^a (?P<size>\w+) (?P<colour>\w+) (?P<shape>\w+) moving from (?P<direction>\w+ to \w+) "
-                     r"on a (?P<background>\w+) background$")
 
 
 def parse_video_caption(text: str) -> dict[str, str] | None:
-    """The attributes and the direction a moving-shape caption names (``None``: not one)."""
-    found = CAPTION.match(text.strip().lower())
-    if found is None or found["direction"] not in DIRECTIONS:
+    """The attributes and the direction a moving-shape prompt names, in the fixed caption's form
+    or a user's ("a big red ball going up on gray"); only what it names (``None``: it names
+    nothing scorable, or something outside the vocabulary, like "an orange hexagon")."""
+    lowered = text.strip().lower()
+    parsed = parse_prompt(lowered)
+    named = {k: v for k, v in parsed.attributes.items() if k in SCORED}
+    if any(not p.startswith("names no attribute") for p in parsed.problems):
         return None
-    return found.groupdict()
+    said = [(len(phrase), direction) for direction, phrases in MOTION_PHRASES.items() for phrase in phrases
+            if re.search(rf"\b{phrase}\b", lowered)]
+    if said:
+        named["direction"] = max(said)[1]  # the longest phrase: "moving from left to right", not "right"
+    return named or None
 
 
 def read_clip(evaluator: Any, frames: np.ndarray | Sequence[Any]) -> dict[str, Any]:
@@ -56,11 +64,13 @@ def score_clips(evaluator: Any, clips: Sequence[Any], prompts: Sequence[str]) ->
         if wanted is None:
             continue
         got = read_clip(evaluator, clip)
-        right = {a: got[a] == wanted[a] for a in SCORED}
-        for a in SCORED:
-            per_attribute[a].append(right[a])
-        direction.append(got["direction"] == wanted["direction"])
-        exact.append(all(right.values()) and direction[-1])
+        right = {a: got[a] == wanted[a] for a in SCORED if a in wanted}
+        for a, ok in right.items():
+            per_attribute[a].append(ok)
+        if "direction" in wanted:
+            right["direction"] = got["direction"] == wanted["direction"]
+            direction.append(right["direction"])
+        exact.append(all(right.values()) and got["shape"] != "none")
         consistency.append(float(np.mean(list(got["consistency"].values()))))
 
     def mean(values: Sequence[float | bool]) -> float | None:

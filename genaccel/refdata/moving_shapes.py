@@ -15,7 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from genaccel.refdata.shapes import BACKGROUNDS, COLOURS, SHAPES, SIZES, draw_angle, draw_shape
+from genaccel.refdata.shapes import (
+    BACKGROUNDS,
+    COLOURS,
+    SHAPES,
+    SIZES,
+    background_phrase,
+    draw_angle,
+    draw_shape,
+    say,
+)
 
 DIRECTIONS: dict[str, tuple[int, int]] = {  # unit step in image coordinates (x right, y down)
     "left to right": (1, 0),
@@ -27,8 +36,21 @@ RADIUS = {"small": 7.5, "large": 13.0}
 """Circumradius (px); large is a little smaller than in the still images so it fits its path."""
 TRAVEL = (14.0, 50.0)
 """Centre coordinate at the first and the last frame, along the direction of motion."""
+MOTION_PHRASES: dict[str, tuple[str, ...]] = {
+    "left to right": ("moving from left to right", "moving right", "moving to the right", "going right",
+                      "sliding right", "travelling left to right"),
+    "right to left": ("moving from right to left", "moving left", "moving to the left", "going left",
+                      "sliding left", "travelling right to left"),
+    "top to bottom": ("moving from top to bottom", "moving down", "going down", "falling", "dropping",
+                      "sliding down"),
+    "bottom to top": ("moving from bottom to top", "moving up", "going up", "rising", "climbing", "sliding up"),
+}
+"""What a user may write for each direction (the first: the fixed caption's own words)."""
 MOTION_WORDS = ("moving", "from", "to")
-"""Words of the video captions that the still-image captions never use."""
+"""Words of the fixed video captions that the still-image captions never use."""
+NATURAL_MOTION_WORDS = tuple(sorted({w for phrases in MOTION_PHRASES.values() for p in phrases for w in p.split()}))
+"""Every word of :data:`MOTION_PHRASES` (some, like "left", the image captions use too;
+:func:`genaccel.training.shapes_video.extend_tokenizer` adds only the missing ones)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +64,25 @@ class MotionSpec:
     def caption(self) -> str:
         return (f"a {self.size} {self.colour} {self.shape} moving from {self.direction} "
                 f"on a {self.background} background")
+
+
+def natural_video_caption(spec: MotionSpec, rng: np.random.Generator, drop: float = 0.3) -> str:
+    """A varied caption of ``spec`` as users write them: shape, size, colour and background each
+    left out with probability ``drop`` (an unnamed shape is "shape"), the direction left out with
+    probability ``drop / 3`` (kept when nothing else is named), synonyms for every value ("going
+    up", "falling", "gray", "big", ...), and the background phrase before or after the motion. Deterministic in ``rng``;
+    :func:`genaccel.metrics.video.parse_video_caption` reads back exactly what it names."""
+    keep = {a for a in ("shape", "size", "colour", "background") if rng.random() >= drop}
+    noun = say("shape", spec.shape, rng) if "shape" in keep else "shape"
+    obj = " ".join(["a", *[say(a, getattr(spec, a), rng) for a in ("size", "colour") if a in keep], noun])
+    phrases = [obj]
+    if rng.random() >= drop / 3 or not keep:  # a caption names at least one thing
+        options = MOTION_PHRASES[spec.direction]
+        phrases.append(options[int(rng.integers(len(options)))])
+    if "background" in keep:
+        where = background_phrase(spec.background, rng)
+        return f"{where}, {' '.join(phrases)}" if rng.random() < 0.25 else " ".join([*phrases, where])
+    return " ".join(phrases)
 
 
 def sample_motion_specs(n: int, seed: int) -> list[MotionSpec]:

@@ -299,6 +299,17 @@ _WHERE: dict[str, tuple[str, ...]] = {
 _BG: tuple[str, ...] = ("on a {} background", "on {}", "against a {} background", "{} background")
 
 
+def say(attribute: str, value: str, rng: np.random.Generator) -> str:
+    """One of the words a natural caption uses for ``value`` of ``attribute`` ("gray" for grey...)."""
+    words = _SAY[attribute][value]
+    return words[int(rng.integers(len(words)))]
+
+
+def background_phrase(colour: str, rng: np.random.Generator) -> str:
+    """A natural phrase for the background ("on gray", "against a black background", ...)."""
+    return _BG[int(rng.integers(len(_BG)))].format(say("background", colour, rng))
+
+
 def natural_caption(spec: ShapeSpec, rng: np.random.Generator, drop: float = 0.3) -> str:
     """A varied caption of ``spec``: each attribute left out with probability ``drop`` (at least one
     kept; an unnamed shape is "shape"), synonyms (grey/gray, center/centre/middle, big/large, ...)
@@ -309,19 +320,15 @@ def natural_caption(spec: ShapeSpec, rng: np.random.Generator, drop: float = 0.3
     if not keep:
         keep = {tuple(ATTRIBUTES)[int(rng.integers(len(ATTRIBUTES)))]}
 
-    def say(attr: str) -> str:
-        words = _SAY[attr][getattr(spec, attr)]
-        return words[int(rng.integers(len(words)))]
-
-    noun = say("shape") if "shape" in keep else "shape"
-    adjectives = [say(a) for a in ("size", "colour") if a in keep]
+    noun = say("shape", spec.shape, rng) if "shape" in keep else "shape"
+    adjectives = [say(a, getattr(spec, a), rng) for a in ("size", "colour") if a in keep]
     obj = " ".join(["a", *adjectives, noun])
     phrases = [obj]
     if "position" in keep:
         opts = _WHERE[spec.position]
         phrases.append(opts[int(rng.integers(len(opts)))])
     if "background" in keep:
-        phrases.append(_BG[int(rng.integers(len(_BG)))].format(say("background")))
+        phrases.append(background_phrase(spec.background, rng))
     order = [0, *rng.permutation(range(1, len(phrases))).tolist()] if rng.random() < 0.6 else \
         rng.permutation(len(phrases)).tolist()
     sep = ", " if rng.random() < 0.4 else " "

@@ -239,10 +239,12 @@ class LatteFamily(_PixArtFamily):
                              scheduler=scheduler)
 
     def reference_data(self, count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-        """Scaled latents and captions of ``count`` moving-shape clips of the teacher's length."""
+        """Scaled latents and captions of ``count`` moving-shape clips of the teacher's length,
+        drawn as the teacher's were (:func:`trained_rotation`)."""
         from genaccel.refdata.moving_shapes import make_clips
 
-        clips, specs = make_clips(count, int(self.teacher.transformer.config.video_length), seed)
+        clips, specs = make_clips(count, int(self.teacher.transformer.config.video_length), seed,
+                                  max_rotation=trained_rotation(self.teacher))
         return encode_clips(self.teacher.vae, clips), [s.caption() for s in specs]
 
 

@@ -28,7 +28,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, LattePipeline, LatteTransformer3DModel
 from transformers import T5EncoderModel, T5Tokenizer
 
-from genaccel.refdata.moving_shapes import MOTION_WORDS, make_clips
+from genaccel.refdata.moving_shapes import MOTION_WORDS, NATURAL_MOTION_WORDS, make_clips
 from genaccel.training.common import load_checkpoint, plot_loss, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,15 @@ def extend_tokenizer(tokenizer: T5Tokenizer, words: tuple[str, ...] = MOTION_WOR
     pieces = [(p, scores.get(p, s)) for p, s in pieces]
     pieces += [("▁" + w, -1.0) for w in words if "▁" + w not in vocab]
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=MAX_TOKENS)
+
+
+def natural_captions(data: int, seed: int) -> list[str]:
+    """One natural caption per training clip (the specs of ``make_clips(data, frames, seed)``),
+    deterministic in ``seed``."""
+    from genaccel.refdata.moving_shapes import natural_video_caption, sample_motion_specs
+
+    rng = np.random.default_rng([seed, 0x7A1C])
+    return [natural_video_caption(spec, rng) for spec in sample_motion_specs(data, seed)]
 
 
 def latte_from_image_dit(image_dit: Any, frames: int) -> LatteTransformer3DModel:
@@ -105,7 +114,7 @@ def train_shapes_video(
     out: Path, work: Path, *, image_dir: Path, steps: int, frames: int = 8, batch: int = 8, data: int = 2000,
     seed: int = 0, lr: float = 2e-4, all_from: int | None = None, max_seconds: float | None = None,
     progress: Callable[[int, int, float], None] | None = None, max_rotation: float | None = None,
-    cfg_dropout: float = 0.0, train_text: bool = False,
+    cfg_dropout: float = 0.0, train_text: bool = False, natural: float = 0.0,
 ) -> list[float]:
     """Train and save ``shapes-video`` (a LattePipeline folder, fp16); returns the losses.
 
@@ -116,11 +125,14 @@ def train_shapes_video(
     empty one, so classifier-free guidance has a trained unconditional branch. ``train_text``: the
     text encoder's layers train from the start too (at ``lr / 4``), not only the new word
     embeddings: the direction words' meaning sits in word order, which only the layers can read.
+    ``natural``: the share of training captions drawn in a user's words instead of the fixed form
+    (:func:`genaccel.refdata.moving_shapes.natural_video_caption`: attributes left out, synonyms,
+    "going up", "falling"...); the tokenizer then learns every motion word.
     """
     torch.manual_seed(seed)
     parts = load_image_model(image_dir)
     vae, text_encoder = parts["vae"], parts["text_encoder"]
-    tokenizer = extend_tokenizer(parts["tokenizer"])
+    tokenizer = extend_tokenizer(parts["tokenizer"], NATURAL_MOTION_WORDS if natural else MOTION_WORDS)
     old_vocab = text_encoder.get_input_embeddings().weight.shape[0]
     text_encoder.resize_token_embeddings(len(tokenizer))
     latte = latte_from_image_dit(parts["transformer"], frames)
@@ -136,8 +148,10 @@ def train_shapes_video(
         torch.save({"latents": latents, "captions": captions}, cache)
     # padded to the longest caption only: LattePipeline trims a single prompt's embeddings to its
     # tokens, so padding the model never sees at inference is masked out here (caption_bias)
-    tokens = tokenizer(captions, padding="longest", max_length=MAX_TOKENS, truncation=True,
-                       return_tensors="pt").input_ids
+    spoken = natural_captions(data, seed) if natural else []
+    both = tokenizer(captions + spoken, padding="longest", max_length=MAX_TOKENS, truncation=True,
+                     return_tensors="pt").input_ids
+    tokens, natural_tokens = both[: len(captions)], both[len(captions):]
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000)
     temporal = [p for b in latte.temporal_transformer_blocks for p in b.parameters()]
@@ -169,6 +183,8 @@ def train_shapes_video(
             opt.add_param_group({"params": spatial, "lr": lr / 4})
         idx = torch.randint(0, len(latents), (batch,), generator=rng)
         x0, tok = latents[idx], tokens[idx]
+        if natural:  # the same clips, described in a user's words
+            tok = torch.where((torch.rand(batch, generator=rng) < natural)[:, None], natural_tokens[idx], tok)
         if empty is not None:  # caption dropout: the unconditional branch CFG needs
             tok = torch.where((torch.rand(batch, generator=rng) < cfg_dropout)[:, None], empty[None], tok)
         noise = torch.randn(x0.shape, generator=rng)
