@@ -68,3 +68,19 @@ def test_distances() -> None:
     x = rng.standard_normal((200, 4))
     assert frechet_distance(x, x) == pytest.approx(0, abs=1e-6)
     assert frechet_distance(x, x + 3) == pytest.approx(36, rel=0.05)
+
+
+def test_a_note_the_tracker_loses_for_a_moment_stays_one_note() -> None:
+    """Inside one sounding stretch, a few frames of noise (the pitch tracker loses the note) do not
+    split it; the same pitch played again after a gap (a new attack) is two notes."""
+    from genaccel.metrics.music_notes import read_notes
+
+    rate = SAMPLE_RATE
+    t = np.arange(int(0.6 * rate)) / rate
+    tone = 0.5 * np.sin(2 * np.pi * 440.0 * t)
+    held = tone.copy()
+    blip = slice(int(0.28 * rate), int(0.32 * rate))  # 40 ms of noise as loud as the tone, mid-note
+    held[blip] = np.random.default_rng(0).standard_normal(blip.stop - blip.start) * 0.35
+    assert [n.midi for n in read_notes(held.astype(np.float32), rate)] == [69]
+    again = np.concatenate([tone, np.zeros(int(0.1 * rate)), tone]).astype(np.float32)
+    assert [n.midi for n in read_notes(again, rate)] == [69, 69]

@@ -1,5 +1,6 @@
 """Reading notes and tempo back from a mono melody: YIN pitch per frame (de Cheveigné and Kawahara
-2002), voiced runs of one semitone become notes, the median inter-onset interval gives the tempo.
+2002), voiced runs of one semitone become notes (a note the tracker loses for a few frames while
+the sound goes on stays one note), the median inter-onset interval gives the tempo.
 
 YIN rather than pYIN: on the synthesiser's clips both read every note, and YIN is ~300x faster.
 Our own vectorised YIN (``yin``) instead of ``librosa.yin``: the same algorithm (difference
@@ -66,7 +67,14 @@ def yin(y: np.ndarray, sample_rate: int, fmin: float = FMIN, fmax: float = FMAX,
 
 
 def pitch_track(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(midi per frame (float, nan where unvoiced), frame times)``."""
+    """``(midi per frame (float, nan where unvoiced or unsteady), frame times)``."""
+    midi, _, times = _track(audio, sample_rate)
+    return midi, times
+
+
+def _track(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(midi per frame (nan where unvoiced or unsteady), sounding per frame (loud enough to be a
+    note, whether or not its pitch is steady), frame times)``."""
     y = np.asarray(audio, dtype=np.float32)
     if len(y) < FRAME:
         y = np.pad(y, (0, FRAME - len(y)))
@@ -80,25 +88,37 @@ def pitch_track(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.nda
     steady[1:-1] = (np.abs(midi[1:-1] - midi[:-2]) < 0.35) & (np.abs(midi[1:-1] - midi[2:]) < 0.35)
     midi = np.where(voiced & steady, midi, np.nan)
     times = np.arange(len(f0)) * HOP / sample_rate
-    return midi, times
+    return midi, voiced, times
 
 
 def read_notes(audio: np.ndarray, sample_rate: int, min_seconds: float = 0.05) -> list[Note]:
-    """Notes as runs of frames rounding to one MIDI number, at least ``min_seconds`` long; a
-    run is split where the pitch changes or the sound stops."""
-    midi, times = pitch_track(audio, sample_rate)
-    rounded = np.where(np.isnan(midi), -1, np.round(np.nan_to_num(midi, nan=-1))).astype(int)
-    notes: list[Note] = []
-    start = 0
+    """Notes as runs of steady frames rounding to one MIDI number, at least ``min_seconds`` long.
+
+    A note ends where another pitch holds for ``min_seconds`` or the sound stops. Inside one
+    sounding stretch (no drop in level between), frames whose pitch is unsteady and blips of
+    another pitch shorter than ``min_seconds`` do not split a note: a pitch tracker losing the
+    note for a few frames is not a new note. A note repeated after a drop in level (a new
+    attack) stays two notes."""
+    midi, sounding, times = _track(audio, sample_rate)
     dt = HOP / sample_rate
+    rounded = np.where(np.isnan(midi), -1, np.round(np.nan_to_num(midi, nan=-1))).astype(int)
+    region = np.cumsum(np.concatenate([[1], np.diff(sounding.astype(int)) == 1])) * sounding  # 0: silent
+    notes: list[Note] = []
+    last_region = -1
+    start = 0
     for i in range(1, len(rounded) + 1):
-        if i == len(rounded) or rounded[i] != rounded[start]:
-            if rounded[start] >= 0 and (i - start) * dt >= min_seconds:
-                if notes and notes[-1].midi == rounded[start] and times[start] - notes[-1].end < 0.03:
-                    notes[-1] = Note(notes[-1].start, float(times[i - 1] + dt), int(rounded[start]))
-                else:
-                    notes.append(Note(float(times[start]), float(times[i - 1] + dt), int(rounded[start])))
-            start = i
+        if i < len(rounded) and rounded[i] == rounded[start]:
+            continue
+        pitch, length = rounded[start], (i - start) * dt
+        if pitch >= 0 and length >= min_seconds:
+            here = int(region[start])
+            same_stretch = here == last_region and here > 0
+            if notes and notes[-1].midi == pitch and (same_stretch or times[start] - notes[-1].end < 0.03):
+                notes[-1] = Note(notes[-1].start, float(times[i - 1] + dt), int(pitch))
+            else:
+                notes.append(Note(float(times[start]), float(times[i - 1] + dt), int(pitch)))
+            last_region = here
+        start = i
     return notes
 
 
