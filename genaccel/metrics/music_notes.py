@@ -66,12 +66,6 @@ def yin(y: np.ndarray, sample_rate: int, fmin: float = FMIN, fmax: float = FMAX,
     return np.asarray(sample_rate / (min_tau + first + shift), dtype=np.float64)
 
 
-def pitch_track(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(midi per frame (float, nan where unvoiced or unsteady), frame times)``."""
-    midi, _, times = _track(audio, sample_rate)
-    return midi, times
-
-
 def _track(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(midi per frame (nan where unvoiced or unsteady), sounding per frame (loud enough to be a
     note, whether or not its pitch is steady), frame times)``."""
