@@ -51,8 +51,10 @@ def cached_mels(codec: MelCodec, work: Path, count: int, seed: int) -> tuple[tor
     return out, specs
 
 
-def edm_loss(pipe: MelDiTPipeline, x0: torch.Tensor, tokens: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    sigma = torch.exp(P_MEAN + P_STD * torch.randn(x0.shape[0], generator=gen))[:, None, None]
+def edm_loss(pipe: MelDiTPipeline, x0: torch.Tensor, tokens: torch.Tensor, gen: torch.Generator,
+             p_mean: float = P_MEAN, p_std: float = P_STD) -> torch.Tensor:
+    """EDM's loss at log-normal sigmas (``p_mean``, ``p_std``: the mean and spread of ln sigma)."""
+    sigma = torch.exp(p_mean + p_std * torch.randn(x0.shape[0], generator=gen))[:, None, None]
     noise = torch.randn(x0.shape, generator=gen)
     noisy = x0 + sigma * noise
     total = sigma**2 + SIGMA_DATA**2
@@ -76,10 +78,13 @@ def export(pipe: MelDiTPipeline, ema: EMAModel, params: list[torch.nn.Parameter]
 def train_music_ref(out: Path, work: Path, *, steps: int, batch: int = 16, data: int = 6000, seed: int = 0,
                     lr: float = 4e-4, cfg_dropout: float = 0.1, save_every: int = 100,
                     cfg: MelDiTConfig | None = None, codec_cfg: MelCodecConfig | None = None,
-                    time_limit: float | None = None, init_from: Path | None = None) -> MelDiTPipeline:
+                    time_limit: float | None = None, init_from: Path | None = None,
+                    p_mean: float = P_MEAN, p_std: float = P_STD) -> MelDiTPipeline:
     """Train (resuming from ``work/dit.pt``) and export to ``out`` every ``save_every`` steps.
     Without a checkpoint, ``init_from`` (an exported ``music-ref`` folder) gives the starting
-    weights and step count, with a fresh optimiser: how a run continues when its checkpoint is gone."""
+    weights and step count, with a fresh optimiser: how a run continues when its checkpoint is gone.
+    ``p_mean``/``p_std`` place the training sigmas (ln sigma ~ N(p_mean, p_std^2)); a higher mean
+    trains the high-noise steps where a sampler starting at sigma 80 lays out the notes."""
     codec_cfg = codec_cfg or MelCodecConfig(mean=-7.5, std=4.7)
     cfg = replace(cfg or MelDiTConfig(), n_mels=codec_cfg.n_mels)
     pipe = build_mel_dit(cfg, caption_words(), seed, codec_cfg)
@@ -117,7 +122,7 @@ def train_music_ref(out: Path, work: Path, *, steps: int, batch: int = 16, data:
         tokens = pipe.tokens([caption_variant(specs[int(i)], rng) for i in idx])
         drop = torch.rand(batch, generator=gen) < cfg_dropout
         tokens = torch.where(drop[:, None], empty[None], tokens)
-        loss = edm_loss(pipe, pack(mels[idx].float(), cfg.patch), tokens, gen)
+        loss = edm_loss(pipe, pack(mels[idx].float(), cfg.patch), tokens, gen, p_mean, p_std)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -136,7 +141,8 @@ def train_music_ref(out: Path, work: Path, *, steps: int, batch: int = 16, data:
                                    "sched": sched.state_dict(), "ema": ema.state_dict(), "step": done,
                                    "losses": losses})
             export(pipe, ema, params, out)
-            (out / "train_state.json").write_text(json.dumps({"step": done, "loss": float(np.mean(losses[-50:]))}))
+            (out / "train_state.json").write_text(json.dumps({"step": done, "loss": float(np.mean(losses[-50:])),
+                                                              "p_mean": p_mean, "p_std": p_std}))
             plot_loss(losses, out / "loss_curve.png", "music-ref mel DiT + text encoder (EDM loss)")
         if stop:
             break
@@ -180,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-mels", type=int, default=64, help="mel bands of the codec (the model's input width follows)")
     p.add_argument("--n-fft", type=int, default=1024, help="FFT size of the codec's spectrogram")
     p.add_argument("--fmin", type=float, default=0.0, help="lowest mel band edge (Hz)")
+    p.add_argument("--p-mean", type=float, default=P_MEAN, help="mean of ln sigma in training (EDM: -1.2)")
+    p.add_argument("--p-std", type=float, default=P_STD, help="spread of ln sigma in training (EDM: 1.2)")
     p.add_argument("--calibrate-only", action="store_true", help="only measure MagCache's ratios of --out")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -190,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     train_music_ref(args.out, args.work, steps=args.steps, batch=args.batch, data=args.data, seed=args.seed,
                     lr=args.lr, save_every=args.save_every, time_limit=args.time_limit, init_from=args.init_from,
+                    p_mean=args.p_mean, p_std=args.p_std,
                     codec_cfg=MelCodecConfig(mean=-7.5, std=4.7, n_mels=args.n_mels, n_fft=args.n_fft,
                                              fmin=args.fmin))
     state: dict[str, Any] = json.loads((args.out / "train_state.json").read_text())
