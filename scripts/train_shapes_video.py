@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--train-text", action="store_true", help="train the text encoder's layers from the start")
     parser.add_argument("--natural", type=float, default=0.0,
                         help="share of captions in a user's words (attributes left out, synonyms, 'going up')")
+    parser.add_argument("--pyramid", type=float, default=0.0,
+                        help="coarse-noise weight (0.8: multi-resolution noise; hides the clip's trace at the last "
+                             "timesteps so the caption sets the motion)")
     args = parser.parse_args()
     started = time.time()
 
@@ -56,12 +59,13 @@ def main() -> None:
                                 frames=args.frames, batch=args.batch, data=args.data, seed=args.seed, lr=args.lr,
                                 all_from=args.all_from, max_seconds=args.max_seconds, progress=progress,
                                 max_rotation=None if args.max_rotation is None else math.radians(args.max_rotation),
-                                cfg_dropout=args.cfg_dropout, train_text=args.train_text, natural=args.natural)
+                                cfg_dropout=args.cfg_dropout, train_text=args.train_text, natural=args.natural,
+                                pyramid=args.pyramid)
     first, last = smoothed(losses)
     write_log(args.out / "train_log.json", started, steps=len(losses), frames=args.frames, batch=args.batch,
               data=args.data, seed=args.seed, lr=args.lr, all_from=args.all_from, max_rotation=args.max_rotation,
               cfg_dropout=args.cfg_dropout, train_text=args.train_text, natural=args.natural,
-              loss_first=first, loss_last=last)
+              pyramid=args.pyramid, loss_first=first, loss_last=last)
     print(f"saved {args.out} after {len(losses)} steps in {time.time() - started:.0f} s: "
           f"loss {first:.4f} -> {last:.4f} (mean of the first and last 20 steps)")
 

@@ -116,6 +116,27 @@ def test_natural_captions_train_and_their_words_are_whole_tokens(tiny_dit, tmp_p
         assert len(tokenizer(word).input_ids) == 2, word  # one learnt word (and </s>), not pieces
 
 
+def test_pyramid_noise_hides_a_clips_coarse_trace_and_trains(tiny_dit, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Multi-resolution noise: unit spread, but a region's mean over frames varies several times
+    more than white noise's (what hides the faint track the last timesteps keep); the trainer
+    takes it as ``pyramid``."""
+    from genaccel.training.shapes_video import pyramid_noise
+
+    gen = torch.Generator().manual_seed(0)
+    white = torch.randn(64, 4, 8, 16, 16, generator=gen)
+    coarse = pyramid_noise(white, 0.8, gen)
+    assert coarse.shape == white.shape
+    assert abs(float(coarse.std()) - 1.0) < 0.02
+    patch_mean = coarse[..., :4, :4].mean(dim=(2, 3, 4)).std()
+    assert float(patch_mean) > 3 * float(white[..., :4, :4].mean(dim=(2, 3, 4)).std())
+    assert torch.equal(pyramid_noise(white, 0.8, torch.Generator().manual_seed(1)),
+                       pyramid_noise(white, 0.8, torch.Generator().manual_seed(1)))  # seeded
+    tiny_dit.save_pretrained(tmp_path / "image")
+    losses = train_shapes_video(tmp_path / "video", tmp_path / "work", image_dir=tmp_path / "image", steps=2,
+                                frames=4, batch=2, data=4, pyramid=0.8)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+
+
 def test_video_scores_read_the_data_right_and_can_say_none() -> None:
     from genaccel.bench.run import EVALUATOR
     from genaccel.metrics.evaluator import Evaluator
