@@ -15,6 +15,7 @@ A smoke run (loss falls within minutes):
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -48,6 +49,9 @@ def main() -> None:
     parser.add_argument("--pyramid", type=float, default=0.0,
                         help="coarse-noise weight (0.8: multi-resolution noise; hides the clip's trace at the last "
                              "timesteps so the caption sets the motion)")
+    parser.add_argument("--direction-text", type=int, default=0,
+                        help="steps: first tune the text encoder so opposite directions read differently, then "
+                             "freeze it (genaccel/training/direction_text.py)")
     args = parser.parse_args()
     started = time.time()
 
@@ -60,12 +64,14 @@ def main() -> None:
                                 all_from=args.all_from, max_seconds=args.max_seconds, progress=progress,
                                 max_rotation=None if args.max_rotation is None else math.radians(args.max_rotation),
                                 cfg_dropout=args.cfg_dropout, train_text=args.train_text, natural=args.natural,
-                                pyramid=args.pyramid)
+                                pyramid=args.pyramid, direction_text=args.direction_text)
     first, last = smoothed(losses)
+    tuned = args.work / "direction_text.json"
     write_log(args.out / "train_log.json", started, steps=len(losses), frames=args.frames, batch=args.batch,
               data=args.data, seed=args.seed, lr=args.lr, all_from=args.all_from, max_rotation=args.max_rotation,
               cfg_dropout=args.cfg_dropout, train_text=args.train_text, natural=args.natural,
-              pyramid=args.pyramid, loss_first=first, loss_last=last)
+              pyramid=args.pyramid, direction_text=args.direction_text, loss_first=first, loss_last=last,
+              direction_text_result=json.loads(tuned.read_text()) if tuned.is_file() else None)
     print(f"saved {args.out} after {len(losses)} steps in {time.time() - started:.0f} s: "
           f"loss {first:.4f} -> {last:.4f} (mean of the first and last 20 steps)")
 

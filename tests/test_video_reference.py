@@ -137,6 +137,58 @@ def test_pyramid_noise_hides_a_clips_coarse_trace_and_trains(tiny_dit, tmp_path:
     assert len(losses) == 2 and all(np.isfinite(losses))
 
 
+def test_direction_captions_are_labelled_as_the_parser_reads_them() -> None:
+    from genaccel.metrics.video import parse_video_caption
+    from genaccel.training.direction_text import DIRECTION_NAMES, direction_captions
+
+    texts, labels = direction_captions(60, seed=3)
+    assert len(texts) == len(labels) == 60 and direction_captions(60, seed=3) == (texts, labels)
+    for text, label in zip(texts, labels, strict=True):
+        named = (parse_video_caption(text) or {}).get("direction")
+        assert label == (DIRECTION_NAMES.index(named) if named else -1), text
+    assert texts[0].startswith("a ") and "moving from" in texts[0]  # half in the fixed form
+    assert set(labels) >= {0, 1, 2, 3}
+
+
+def test_tuning_the_text_encoder_for_direction_separates_opposite_directions(tiny_dit) -> None:  # type: ignore[no-untyped-def]
+    """A few steps of the direction probe pull "left to right" and "right to left" apart in the
+    token set the DiT's cross-attention sees, and the trainer then keeps the encoder frozen."""
+    import copy
+
+    from genaccel.refdata.moving_shapes import NATURAL_MOTION_WORDS
+    from genaccel.training.direction_text import direction_gap, tune_direction_text
+
+    encoder = copy.deepcopy(tiny_dit.text_encoder).float()
+    tokenizer = extend_tokenizer(tiny_dit.tokenizer, NATURAL_MOTION_WORDS)
+    encoder.resize_token_embeddings(len(tokenizer))
+    before = direction_gap(encoder, tokenizer)
+    torch.manual_seed(0)
+    result = tune_direction_text(encoder, tokenizer, steps=60, batch=32, lr=3e-3)
+    assert result["gap_before"] == pytest.approx({k: round(v, 3) for k, v in before.items()}, abs=1e-3)
+    assert result["gap_after"]["left_right"] > 2 * before["left_right"]
+    assert result["gap_after"]["top_bottom"] > 2 * before["top_bottom"]
+    assert 0.0 <= result["still_caption_drift"] < 0.5
+    assert not any(p.requires_grad for p in encoder.parameters())
+
+
+def test_the_trainer_tunes_then_freezes_the_text_encoder(tiny_dit, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from diffusers import LattePipeline
+
+    tiny_dit.save_pretrained(tmp_path / "image")
+    out, work = tmp_path / "video", tmp_path / "work"
+    train_shapes_video(out, work, image_dir=tmp_path / "image", steps=1, frames=4, batch=2, data=4,
+                       direction_text=3, all_from=0)
+    tuned = json.loads((work / "direction_text.json").read_text())
+    assert tuned["steps"] == 3 and set(tuned["gap_after"]) == {"left_right", "top_bottom", "axis", "colour"}
+    first = {n: p.clone() for n, p in LattePipeline.from_pretrained(out).text_encoder.named_parameters()}
+    train_shapes_video(out, work, image_dir=tmp_path / "image", steps=3, frames=4, batch=2, data=4,
+                       direction_text=3, all_from=0, lr=1e-2)  # resumed: not tuned again, and frozen
+    again = dict(LattePipeline.from_pretrained(out).text_encoder.named_parameters())
+    assert all(torch.equal(again[n], p) for n, p in first.items())
+
+
 def test_video_scores_read_the_data_right_and_can_say_none() -> None:
     from genaccel.bench.run import EVALUATOR
     from genaccel.metrics.evaluator import Evaluator

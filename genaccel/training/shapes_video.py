@@ -16,6 +16,7 @@ noise half and the variance half zeroed.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -115,6 +116,7 @@ def train_shapes_video(
     seed: int = 0, lr: float = 2e-4, all_from: int | None = None, max_seconds: float | None = None,
     progress: Callable[[int, int, float], None] | None = None, max_rotation: float | None = None,
     cfg_dropout: float = 0.0, train_text: bool = False, natural: float = 0.0, pyramid: float = 0.0,
+    direction_text: int = 0,
 ) -> list[float]:
     """Train and save ``shapes-video`` (a LattePipeline folder, fp16); returns the losses.
 
@@ -131,17 +133,27 @@ def train_shapes_video(
     ``pyramid``: the training noise gets coarser noise added (:func:`pyramid_noise`), so the
     clip's faint trace that the last timesteps keep cannot tell the model where the shape goes
     and the caption has to.
+    ``direction_text``: first tune the text encoder for this many steps so opposite directions
+    give different token sets (:mod:`genaccel.training.direction_text`; the result goes to
+    ``work/direction_text.json``), then keep it frozen while the video model trains.
     """
     torch.manual_seed(seed)
     parts = load_image_model(image_dir)
     vae, text_encoder = parts["vae"], parts["text_encoder"]
-    tokenizer = extend_tokenizer(parts["tokenizer"], NATURAL_MOTION_WORDS if natural else MOTION_WORDS)
+    words = NATURAL_MOTION_WORDS if natural or direction_text else MOTION_WORDS
+    tokenizer = extend_tokenizer(parts["tokenizer"], words)
     old_vocab = text_encoder.get_input_embeddings().weight.shape[0]
     text_encoder.resize_token_embeddings(len(tokenizer))
+    work.mkdir(parents=True, exist_ok=True)
+    if direction_text and load_checkpoint(work / "video.pt") is None:
+        from genaccel.training.direction_text import tune_direction_text
+
+        tuned = tune_direction_text(text_encoder, tokenizer, steps=direction_text, seed=seed)
+        (work / "direction_text.json").write_text(json.dumps(tuned, indent=2) + "\n")
+        log.info("text encoder tuned for direction: %s", tuned)
     latte = latte_from_image_dit(parts["transformer"], frames)
     tilt = "" if max_rotation is None else f"-tilt{math.degrees(max_rotation):g}"
     cache = work / f"clips-{data}-{frames}-{seed}{tilt}.pt"
-    work.mkdir(parents=True, exist_ok=True)
     if cache.is_file():
         saved = torch.load(cache)
         latents, captions = saved["latents"], saved["captions"]
@@ -159,9 +171,13 @@ def train_shapes_video(
                               num_train_timesteps=1000)
     temporal = [p for b in latte.temporal_transformer_blocks for p in b.parameters()]
     embeddings = text_encoder.get_input_embeddings().weight
-    groups: list[dict[str, Any]] = [{"params": temporal}, {"params": [embeddings], "weight_decay": 0.0}]
+    groups: list[dict[str, Any]] = [{"params": temporal}]
+    if direction_text:  # tuned above (or restored from the checkpoint): frozen from here on
+        text_encoder.requires_grad_(False)
+    else:
+        groups.append({"params": [embeddings], "weight_decay": 0.0})
     layers = [p for n, p in text_encoder.named_parameters() if "shared" not in n and "embed_tokens" not in n]
-    if train_text:
+    if train_text and not direction_text:
         groups.append({"params": layers, "lr": lr / 4})
     empty = tokenizer([""], padding="max_length", max_length=tokens.shape[1], return_tensors="pt").input_ids[0] \
         if cfg_dropout else None
@@ -202,7 +218,7 @@ def train_shapes_video(
         loss = torch.nn.functional.mse_loss(pred, noise)
         opt.zero_grad()
         loss.backward()
-        if not training_all:  # old word embeddings stay the image model's
+        if not training_all and embeddings.grad is not None:  # old word embeddings stay the image model's
             embeddings.grad[:old_vocab] = 0  # type: ignore[index]
         torch.nn.utils.clip_grad_norm_(latte.parameters(), 1.0)
         opt.step()
