@@ -87,6 +87,12 @@ def encode(text_encoder: Any, tokenizer: Any, texts: list[str], max_length: int 
     return text_encoder(ids.input_ids, attention_mask=ids.attention_mask)[0], ids.attention_mask
 
 
+def masked_mean_square(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x ** 2`` over the tokens ``mask`` keeps, ``x`` ``(B, L, D)``, ``mask`` ``(B, L)``."""
+    m = mask[..., None].float()
+    return ((x**2) * m).sum() / (m.sum() * x.shape[-1])
+
+
 def set_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """Chamfer distance between two token sets ``(n, D)`` and ``(m, D)``: what a cross-attention
     without positions can tell apart."""
@@ -134,14 +140,12 @@ def tune_direction_text(text_encoder: Any, tokenizer: Any, *, steps: int = 300, 
         ce = torch.nn.functional.cross_entropy(probe(tokens[named], mask[named]), y[named])
         with torch.no_grad():
             ref_video, _ = encode(reference, tokenizer, [texts[i] for i in idx])
-        m = mask[..., None].float()
-        drift_video = (((tokens - ref_video) ** 2) * m).sum() / (m.sum() * width)
+        drift_video = masked_mean_square(tokens - ref_video, mask)
         still = [stills[i] for i in rng.integers(0, len(stills), batch)]
         new_still, still_mask = encode(text_encoder, tokenizer, still)
         with torch.no_grad():
             ref_still, _ = encode(reference, tokenizer, still)
-        ms = still_mask[..., None].float()
-        drift_still = (((new_still - ref_still) ** 2) * ms).sum() / (ms.sum() * width)
+        drift_still = masked_mean_square(new_still - ref_still, still_mask)
         loss = ce + keep * drift_still + keep_video * drift_video
         opt.zero_grad()
         loss.backward()
@@ -157,9 +161,8 @@ def tune_direction_text(text_encoder: Any, tokenizer: Any, *, steps: int = 300, 
         still = image_captions(400, seed + 404)
         new_still, still_mask = encode(text_encoder, tokenizer, still)
         ref_still, _ = encode(reference, tokenizer, still)
-        ms = still_mask[..., None].float()
-        drift = float((((new_still - ref_still) ** 2) * ms).sum() / (ms.sum() * width))
-        scale = float((((ref_still) ** 2) * ms).sum() / (ms.sum() * width))
+        drift = float(masked_mean_square(new_still - ref_still, still_mask))
+        scale = float(masked_mean_square(ref_still, still_mask))
     return {"steps": steps, "probe_accuracy_held_out": round(accuracy, 4),
             "still_caption_drift": round(drift / scale, 5),  # mean squared change / mean square of the tokens
             "gap_before": {k: round(v, 3) for k, v in before.items()},
