@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffusers import LattePipeline
 
+import pipelines.caption_latte  # noqa: F401  (models trained with --caption-modulation name it)
 from genaccel.accel import apply_techniques, parse_technique
 from genaccel.bench.run import EVALUATOR
 from genaccel.metrics.evaluator import Evaluator

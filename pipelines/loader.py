@@ -44,6 +44,8 @@ def load_pipeline(info: ModelInfo, device: torch.device, dtype: torch.dtype) -> 
         from diffusers.utils import logging as diffusers_logging
         from transformers.utils import logging as transformers_logging
 
+        import pipelines.caption_latte  # noqa: F401  (saved models name it; diffusers finds it in sys.modules)
+
         diffusers_logging.disable_progress_bar()  # job progress is ours; no loader bars in logs
         transformers_logging.disable_progress_bar()
         try:

@@ -25,7 +25,10 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PAIR_SEPARATOR = "+"
 """``IMAGE+VIDEO`` names a text-to-image-then-image-to-video pair of served models."""
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-SAFE_LIBRARIES = {"diffusers", "transformers", None}
+OWN_MODEL_MODULES = {"pipelines.caption_latte"}
+"""genaccel's own model classes, which saved reference models name in ``model_index.json``: code
+that ships with genaccel, never with the model folder."""
+SAFE_LIBRARIES = {"diffusers", "transformers", None, *OWN_MODEL_MODULES}
 PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl"}
 
 
@@ -474,8 +477,9 @@ def check_pipeline_folder(path: Path) -> dict[str, Any]:
             continue
         library = spec[0]
         if library not in SAFE_LIBRARIES:
-            raise UnsafeModel(f"component {comp!r} of {path} comes from library {library!r}; only diffusers and "
-                              "transformers classes are loaded (no custom code); fix: use a standard pipeline")
+            raise UnsafeModel(f"component {comp!r} of {path} comes from library {library!r}; only diffusers, "
+                              "transformers and genaccel's own classes are loaded (no custom code); "
+                              "fix: use a standard pipeline")
         folder = path / comp
         if folder.is_dir():
             files = [f for f in folder.iterdir() if f.is_file()]

@@ -52,6 +52,13 @@ def main() -> None:
     parser.add_argument("--direction-text", type=int, default=0,
                         help="steps: first tune the text encoder so opposite directions read differently, then "
                              "freeze it (genaccel/training/direction_text.py)")
+    parser.add_argument("--caption-modulation", action="store_true",
+                        help="the pooled caption also shifts every block's timestep modulation, temporal blocks "
+                             "included (pipelines/caption_latte.py)")
+    parser.add_argument("--caption-lr-scale", type=float, default=1.0,
+                        help="learning-rate multiple for the caption MLP of --caption-modulation")
+    parser.add_argument("--high-noise", type=float, default=0.0,
+                        help="share of training timesteps drawn from 750-999, where the clip's track is decided")
     args = parser.parse_args()
     started = time.time()
 
@@ -64,13 +71,17 @@ def main() -> None:
                                 all_from=args.all_from, max_seconds=args.max_seconds, progress=progress,
                                 max_rotation=None if args.max_rotation is None else math.radians(args.max_rotation),
                                 cfg_dropout=args.cfg_dropout, train_text=args.train_text, natural=args.natural,
-                                pyramid=args.pyramid, direction_text=args.direction_text)
+                                pyramid=args.pyramid, direction_text=args.direction_text,
+                                caption_modulation=args.caption_modulation,
+                                caption_lr_scale=args.caption_lr_scale, high_noise=args.high_noise)
     first, last = smoothed(losses)
     tuned = args.work / "direction_text.json"
     write_log(args.out / "train_log.json", started, steps=len(losses), frames=args.frames, batch=args.batch,
               data=args.data, seed=args.seed, lr=args.lr, all_from=args.all_from, max_rotation=args.max_rotation,
               cfg_dropout=args.cfg_dropout, train_text=args.train_text, natural=args.natural,
-              pyramid=args.pyramid, direction_text=args.direction_text, loss_first=first, loss_last=last,
+              pyramid=args.pyramid, direction_text=args.direction_text,
+              caption_modulation=args.caption_modulation, caption_lr_scale=args.caption_lr_scale,
+              high_noise=args.high_noise, loss_first=first, loss_last=last,
               direction_text_result=json.loads(tuned.read_text()) if tuned.is_file() else None)
     print(f"saved {args.out} after {len(losses)} steps in {time.time() - started:.0f} s: "
           f"loss {first:.4f} -> {last:.4f} (mean of the first and last 20 steps)")

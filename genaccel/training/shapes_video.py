@@ -116,7 +116,8 @@ def train_shapes_video(
     seed: int = 0, lr: float = 2e-4, all_from: int | None = None, max_seconds: float | None = None,
     progress: Callable[[int, int, float], None] | None = None, max_rotation: float | None = None,
     cfg_dropout: float = 0.0, train_text: bool = False, natural: float = 0.0, pyramid: float = 0.0,
-    direction_text: int = 0,
+    direction_text: int = 0, caption_modulation: bool = False, caption_lr_scale: float = 1.0,
+    high_noise: float = 0.0,
 ) -> list[float]:
     """Train and save ``shapes-video`` (a LattePipeline folder, fp16); returns the losses.
 
@@ -136,6 +137,13 @@ def train_shapes_video(
     ``direction_text``: first tune the text encoder for this many steps so opposite directions
     give different token sets (:mod:`genaccel.training.direction_text`; the result goes to
     ``work/direction_text.json``), then keep it frozen while the video model trains.
+    ``caption_modulation``: the model is a :class:`pipelines.caption_latte.CaptionLatteTransformer3DModel`
+    (the pooled caption also shifts the timestep modulation of every block, temporal ones included);
+    its caption MLP trains from the start with the temporal blocks, at ``caption_lr_scale * lr``
+    (it starts at zero and the direction moves few pixels, so its gradients are small).
+    ``high_noise``: the share of training timesteps drawn from the top quarter (750-999) instead of
+    all 1,000, where a clip's layout and track are decided (sampling from a real clip noised to
+    t=761 already follows the track it finds there).
     """
     torch.manual_seed(seed)
     parts = load_image_model(image_dir)
@@ -152,6 +160,11 @@ def train_shapes_video(
         (work / "direction_text.json").write_text(json.dumps(tuned, indent=2) + "\n")
         log.info("text encoder tuned for direction: %s", tuned)
     latte = latte_from_image_dit(parts["transformer"], frames)
+    if caption_modulation:
+        from pipelines.caption_latte import with_caption_modulation
+
+        latte = with_caption_modulation(latte)
+    first = ("temporal_transformer_blocks.", "caption_mlp.")  # what trains from step 0
     tilt = "" if max_rotation is None else f"-tilt{math.degrees(max_rotation):g}"
     cache = work / f"clips-{data}-{frames}-{seed}{tilt}.pt"
     if cache.is_file():
@@ -169,9 +182,12 @@ def train_shapes_video(
     tokens, natural_tokens = both[: len(captions)], both[len(captions):]
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000)
-    temporal = [p for b in latte.temporal_transformer_blocks for p in b.parameters()]
+    temporal = [p for n, p in latte.named_parameters() if n.startswith(first[0])]
+    caption_mlp = [p for n, p in latte.named_parameters() if n.startswith(first[1])]
     embeddings = text_encoder.get_input_embeddings().weight
     groups: list[dict[str, Any]] = [{"params": temporal}]
+    if caption_mlp:
+        groups.append({"params": caption_mlp, "lr": lr * caption_lr_scale})
     if direction_text:  # tuned above (or restored from the checkpoint): frozen from here on
         text_encoder.requires_grad_(False)
     else:
@@ -188,7 +204,7 @@ def train_shapes_video(
         latte.load_state_dict(state["latte"])
         text_encoder.load_state_dict(state["text_encoder"])
         start, losses = state["step"], state["losses"]
-    spatial = [p for n, p in latte.named_parameters() if not n.startswith("temporal_transformer_blocks.")]
+    spatial = [p for n, p in latte.named_parameters() if not n.startswith(first)]
     for p in spatial:  # no weight gradients for what the optimizer does not update yet (faster steps)
         p.requires_grad_(False)
     rng = torch.Generator().manual_seed(seed + start)
@@ -204,17 +220,20 @@ def train_shapes_video(
         x0, tok = latents[idx], tokens[idx]
         if natural:  # the same clips, described in a user's words
             tok = torch.where((torch.rand(batch, generator=rng) < natural)[:, None], natural_tokens[idx], tok)
+        dropped = torch.zeros(batch, dtype=torch.bool)
         if empty is not None:  # caption dropout: the unconditional branch CFG needs
-            tok = torch.where((torch.rand(batch, generator=rng) < cfg_dropout)[:, None], empty[None], tok)
+            dropped = torch.rand(batch, generator=rng) < cfg_dropout
+            tok = torch.where(dropped[:, None], empty[None], tok)
         noise = torch.randn(x0.shape, generator=rng)
         if pyramid:
             noise = pyramid_noise(noise, pyramid, rng)
-        t = torch.randint(0, 1000, (batch,), generator=rng)
+        t = training_timesteps(batch, high_noise, rng)
         noisy = scheduler.add_noise(x0, noise, t)
         mask = (tok != 0).long()
         cond = text_encoder(tok, attention_mask=mask)[0]
+        extra = {"pooling_mask": pooling_mask(mask, dropped)} if caption_modulation else {}
         pred = latte(noisy, timestep=t, encoder_hidden_states=cond,
-                     encoder_attention_mask=caption_bias(mask, x0.shape[2])).sample[:, : x0.shape[1]]
+                     encoder_attention_mask=caption_bias(mask, x0.shape[2]), **extra).sample[:, : x0.shape[1]]
         loss = torch.nn.functional.mse_loss(pred, noise)
         opt.zero_grad()
         loss.backward()
@@ -258,6 +277,23 @@ def pyramid_noise(noise: torch.Tensor, discount: float, rng: torch.Generator, le
         coarse = torch.randn((b, c, *size), generator=rng)
         out += discount**level * torch.nn.functional.interpolate(coarse, size=(f, h, w), mode="trilinear")
     return out / out.std(dim=(1, 2, 3, 4), keepdim=True)
+
+
+def training_timesteps(batch: int, high_noise: float, rng: torch.Generator) -> torch.Tensor:
+    """Uniform over 0-999, with a ``high_noise`` share drawn from the top quarter (750-999) instead."""
+    t = torch.randint(0, 1000, (batch,), generator=rng)
+    if high_noise:
+        late = torch.randint(750, 1000, (batch,), generator=rng)
+        t = torch.where(torch.rand(batch, generator=rng) < high_noise, late, t)
+    return t
+
+
+def pooling_mask(mask: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+    """The tokens the pooled caption averages in training, as LattePipeline will hand them over:
+    a caption's own tokens (the pipeline trims a single prompt's embeddings to them), and every
+    position of a dropped (empty) caption, since the pipeline pads the negative prompt to the
+    prompt's length and passes the padding on."""
+    return torch.where(dropped[:, None], torch.ones_like(mask), mask)
 
 
 def caption_bias(mask: torch.Tensor, frames: int) -> torch.Tensor | None:
